@@ -1,0 +1,5 @@
+"""The data path: a drop-in collate function and a device-side batch hook."""
+from .collate import MixCollate, derive_generator
+from .device import DeviceMixer, DevicePrefetcher
+
+__all__ = ["MixCollate", "DeviceMixer", "DevicePrefetcher", "derive_generator"]

@@ -1,0 +1,37 @@
+"""Axis-aligned boxes in 1, 2 or 3 spatial dimensions."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+
+
+def box_bounds(lam: torch.Tensor, centre: torch.Tensor, spatial: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """CutMix boxes covering a fraction ``1 - lam`` before clipping.
+
+    lam: (B,) in [0, 1]; centre: (B, d) uniform in [0, 1), scaled to a pixel per dim;
+    spatial: the d sizes. Each side is ``floor(size * (1 - lam) ** (1 / d))`` (for 2-D the paper's
+    ``W * sqrt(1 - lam)``), placed around the centre and clipped at the borders.
+    Returns lo, hi: (B, d) long, the box is ``lo <= i < hi`` per dim.
+    """
+    sizes = torch.tensor(list(spatial), device=lam.device, dtype=torch.float64)
+    ratio = (1.0 - lam.to(torch.float64)).clamp_(0.0, 1.0).pow(1.0 / len(spatial))
+    cut = torch.floor(sizes * ratio.unsqueeze(1)).long()
+    centre_px = torch.floor(centre.to(torch.float64) * sizes).long()
+    lo = centre_px - cut // 2
+    hi = lo + cut
+    upper = sizes.long()
+    return lo.clamp(min=0).minimum(upper), hi.clamp(min=0).minimum(upper)
+
+
+def box_inside(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """(B, 1, *spatial) bool, True inside each row's box. lo, hi: (B, d) long."""
+    batch, ndim = lo.shape
+    inside = torch.ones((batch,) + (1,) * ndim, dtype=torch.bool, device=lo.device)
+    for k, size in enumerate(spatial):
+        ar = torch.arange(size, device=lo.device)
+        along = (ar >= lo[:, k:k + 1]) & (ar < hi[:, k:k + 1])           # (B, size)
+        shape = [batch] + [1] * ndim
+        shape[1 + k] = size
+        inside = inside & along.view(shape)
+    return inside.unsqueeze(1)

@@ -1,0 +1,183 @@
+"""The policy base class: validation, pairing, λ, probability, schedules, generators.
+
+A policy follows torchvision v2's split: ``sample_params`` makes every random draw (from one
+``torch.Generator``), ``apply`` is deterministic given those parameters.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from ..batch import MixedBatch
+from ..checks import check_choice, check_input, check_labels, check_non_negative, check_probability
+from ..pairing import build_pairing
+from ..registry import Registry
+from ..schedules import as_schedule
+
+POLICIES = Registry("policy")
+register_policy = POLICIES.register
+
+MODES = ("batch", "pair", "elem")
+NEEDS = ("input", "saliency", "features")
+Params = Dict[str, torch.Tensor]
+
+
+def sample_beta(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) draws of Beta(alpha, alpha) on ``generator.device``; all ones when alpha == 0.
+
+    Uses the Dirichlet sampler that ``torch.distributions.Beta`` uses, which (unlike the public
+    distribution API) accepts a generator and stays accurate for small alpha.
+    """
+    if alpha <= 0.0:
+        return torch.ones(n, device=generator.device)
+    concentration = torch.full((n, 2), float(alpha), device=generator.device)
+    return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
+
+
+def new_generator(seed: Optional[int], device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded with ``seed``; with None, seeded from torch's global RNG (so that
+    ``torch.manual_seed`` makes the run repeat)."""
+    if seed is None:
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+class MixPolicy:
+    """Base of all mixing policies.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration for λ (0 disables mixing); a number, a schedule
+            or a mapping ``{"schedule": ..., ...}`` (see ``openmix.schedules``).
+        mode: ``"batch"`` (one λ and one set of parameters per batch), ``"pair"`` (per pair of
+            partners, which swap with each other), ``"elem"`` (per sample).
+        p: probability of mixing: of the whole batch in ``batch`` mode, of each row (each pair)
+            otherwise. Rows left alone get λ = 1. A number or a schedule.
+        pairing: ``"random"`` (default), ``"flip"`` (timm's pairs), ``"roll"`` (torchvision's),
+            another registered pairing name, a mapping with ``name``, or a pairing object.
+        stop_epoch: from this epoch on (see ``set_epoch``) the policy stops mixing
+            (timm's ``mixup_off_epoch``).
+        seed: seed of the policy's own generator, used when a call passes no generator.
+        inplace: write the mixed batch into ``x`` (saves one batch of memory).
+    """
+
+    needs: str = "input"          # what the engine must provide: input, saliency or features
+    uses_mask: bool = False       # mask-based policies return MixedBatch.mask
+    spatial_dims: Tuple[int, int] = (1, 2)   # accepted numbers of spatial dims (min, max)
+    modes: Sequence[str] = MODES
+
+    def __init__(self, alpha: Any = 1.0, mode: str = "batch", p: Any = 1.0, pairing: Any = "random",
+                 stop_epoch: Optional[int] = None, seed: Optional[int] = None, inplace: bool = False) -> None:
+        self.mode = check_choice(mode, "mode", self.modes)
+        self.alpha_schedule = as_schedule(alpha, "alpha")
+        self.p_schedule = as_schedule(p, "p")
+        self.pairing = build_pairing(pairing)
+        if stop_epoch is not None and (isinstance(stop_epoch, bool) or not isinstance(stop_epoch, int)):
+            raise TypeError(f"stop_epoch must be an int or None, got {stop_epoch!r}")
+        self.stop_epoch = stop_epoch
+        self.inplace = bool(inplace)
+        self.generator = new_generator(seed)
+        self.set_epoch(0)
+
+    # -- epoch-dependent state ---------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Evaluates the alpha and p schedules at ``epoch`` and applies ``stop_epoch``."""
+        self.epoch = int(epoch)
+        self.alpha = check_non_negative(self.alpha_schedule(self.epoch), "alpha")
+        self.p = check_probability(self.p_schedule(self.epoch), "p")
+
+    @property
+    def active(self) -> bool:
+        return self.stop_epoch is None or self.epoch < self.stop_epoch
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"generator": self.generator.get_state(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.set_epoch(state["epoch"])
+
+    # -- parameters --------------------------------------------------------------------------
+    def row_source(self, index: torch.Tensor) -> torch.Tensor:
+        """(B,) which row's random draws each row uses: all row 0 in ``batch`` mode, the smaller
+        of the two partners in ``pair`` mode (so partners share them), itself in ``elem`` mode."""
+        rows = torch.arange(index.shape[0], device=index.device)
+        if self.mode == "batch":
+            return torch.zeros_like(rows)
+        if self.mode == "pair":
+            return torch.minimum(rows, index)
+        return rows
+
+    def sample_params(self, shape: torch.Size, generator: torch.Generator,
+                      y: Optional[torch.Tensor] = None) -> Params:
+        """Every random draw of one call, on ``generator.device``.
+
+        Returns ``index`` (B,) long, ``lam`` (B,) float (1 for rows left unmixed), ``mixed`` (B,)
+        bool, and ``rows`` (B,) (see ``row_source``); subclasses add their own parameters.
+        """
+        batch = shape[0]
+        index = self.pairing(batch, generator, y=y, involution=self.mode == "pair")
+        rows = self.row_source(index)
+        mixed = (torch.rand(batch, generator=generator, device=generator.device) < self.p)[rows]
+        lam = sample_beta(self.alpha, batch, generator)[rows]
+        lam = torch.where(mixed, lam, torch.ones_like(lam))
+        return {"index": index, "lam": lam, "mixed": mixed, "rows": rows}
+
+    def apply(self, x: torch.Tensor, params: Params, **context: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """Deterministic mixing. x: (B, C, *spatial) -> (mixed x, mask (B, 1, *spatial) or None, lam (B,))."""
+        raise NotImplementedError
+
+    # -- call --------------------------------------------------------------------------------
+    def check_context(self, x: torch.Tensor, context: Dict[str, Any]) -> None:
+        if context:
+            raise TypeError(f"{type(self).__name__} takes no extra inputs, got {sorted(context)}")
+
+    def identity(self, x: torch.Tensor, y: torch.Tensor) -> MixedBatch:
+        """The batch unmixed: every row its own partner, λ = 1, mask of ones."""
+        batch = x.shape[0]
+        mask = x.new_ones((1,) * x.ndim).expand(batch, 1, *x.shape[2:]) if self.uses_mask else None
+        return MixedBatch(x=x, y=y, index=torch.arange(batch, device=x.device),
+                          lam=torch.ones(batch, device=x.device, dtype=lam_dtype(x)), mask=mask)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 **context: Any) -> MixedBatch:
+        """x: (B, C, *spatial) float; y: (B,) class indices, (B, K) soft labels or float targets."""
+        check_input(x, "x", *self.spatial_dims)
+        check_labels(y, x.shape[0], "y")
+        self.check_context(x, context)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        generator = self.generator if generator is None else generator
+        if not self.active or self.alpha == 0.0 or self.p == 0.0:
+            return self.identity(x, y)
+        params = self.sample_params(x.shape, generator, y)
+        # a batch-level coin that says "no" skips the work; only checked where it costs no sync
+        if self.mode == "batch" and params["mixed"].device.type == "cpu" and not bool(params["mixed"][0]):
+            return self.identity(x, y)
+        params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
+        mixed_x, mask, lam = self.apply(x, params, **context)
+        return MixedBatch(x=mixed_x, y=y, index=params["index"], lam=lam.to(lam_dtype(x)), mask=mask)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        return (f"{type(self).__name__}(alpha={self.alpha}, mode={self.mode!r}, p={self.p}, "
+                f"pairing={self.pairing!r}{', ' + extra if extra else ''})")
+
+
+def lam_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def build_policy(name: str, **kwargs: Any) -> MixPolicy:
+    """A registered policy by name, e.g. ``build_policy("cutmix", alpha=1.0, mode="elem")``."""
+    return POLICIES.build(name, **kwargs)
+
+
+def list_policies() -> list:
+    return POLICIES.names()

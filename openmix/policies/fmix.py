@@ -1,0 +1,57 @@
+"""FMix (Harris et al., 2020): a binarised random low-frequency mask."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..checks import check_non_negative, check_probability
+from ..ops import blend_with_partner, low_frequency_image, rank_mask
+from ..ops.fourier import rfft_shape
+from .base import MixPolicy, register_policy
+
+
+@register_policy("fmix")
+class FMix(MixPolicy):
+    """Sample a Gaussian spectrum, damp frequency f by ``1/f^decay_power``, inverse-FFT, and keep
+    the row's own image on the top ``round(λN)`` pixels (rounded up or down with probability 1/2,
+    as the reference code does), so the mask mean is λ to within 1/N. ``max_soft`` softens the
+    border over up to ``max_soft * N`` ranks on each side. Inputs: (B, C, L), (B, C, H, W) or
+    (B, C, D, H, W). The returned λ is the exact mask mean per row.
+    """
+
+    uses_mask = True
+    spatial_dims = (1, 3)
+
+    def __init__(self, alpha=1.0, decay_power: float = 3.0, max_soft: float = 0.0, **kwargs):
+        super().__init__(alpha=alpha, **kwargs)
+        self.decay_power = check_non_negative(decay_power, "decay_power")
+        self.max_soft = check_probability(max_soft, "max_soft")
+
+    def sample_params(self, shape, generator, y=None):
+        params = super().sample_params(shape, generator, y)
+        draws = 1 if self.mode == "batch" else shape[0]
+        g = dict(generator=generator, device=generator.device)
+        params["noise"] = torch.randn((draws,) + rfft_shape(shape[2:]) + (2,), **g)
+        params["round_up"] = (torch.rand(shape[0], **g) < 0.5)[params["rows"]]
+        return params
+
+    def apply(self, x, params, **context):
+        batch, spatial = x.shape[0], tuple(x.shape[2:])
+        n = math.prod(spatial)
+        if self.mode == "batch":   # one mask for the whole batch
+            noise, lam, round_up = params["noise"], params["lam"][:1], params["round_up"][:1]
+        else:
+            noise, lam, round_up = params["noise"][params["rows"]], params["lam"], params["round_up"]
+        lam = lam.to(torch.float64)
+        scaled = lam * n
+        k = torch.where(round_up, torch.ceil(scaled), torch.floor(scaled)).long()
+        soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
+        image = low_frequency_image(noise.float(), spatial, self.decay_power)
+        mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
+        mask = mask.view(-1, 1, *spatial).to(x.dtype).expand(batch, 1, *spatial)
+        lam = mask.reshape(batch, n).to(torch.float64).mean(dim=1)
+        return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
+
+    def extra_repr(self):
+        return f"decay_power={self.decay_power}, max_soft={self.max_soft}"
