@@ -172,9 +172,13 @@ def fmt(value: float | None) -> str:
 
 
 def fmt_pm(values: Sequence[float]) -> str:
+    """'mean ± std' with both at the decimals that give the mean four significant digits."""
     if not values:
         return "n/a"
-    return f"{fmt(_mean(values))} ± {fmt(_std(values))}"
+    mean, std = _mean(values), _std(values)
+    magnitude = math.floor(math.log10(abs(mean))) if mean else 0
+    decimals = min(4, max(0, 3 - magnitude))
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def fmt_args(args: dict, limit: int | None = None) -> str:
