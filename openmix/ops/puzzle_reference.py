@@ -1,0 +1,87 @@
+"""Exact per-sample CPU reference for the PuzzleMix labelling (needs PyMaxflow: ``pip install openmix[graphcut]``).
+
+Used by the tests (energy comparison) and by ``benchmarks/puzzlemix_speed.py`` (the per-sample
+CPU graph-cut baseline). Not used in training.
+
+The energy (see ``openmix.ops.puzzle``) has a pairwise term ``w * (v_p - v_q)**2`` with
+``v = l / (L - 1)``: convex in the label difference, so one min-cut on an Ishikawa-style graph
+gives the exact global minimum for both 2 and 3 labels (the authors' alpha-beta swap in ``gco``
+only reaches a local minimum for 3 labels, so the exact optimum is the stricter reference).
+
+For 3 labels each block gets two binary nodes ``a = [l >= 1]``, ``b = [l >= 2]`` with
+``b <= a`` enforced by an infinite edge; ``l = a + b`` and
+``(l_p - l_q)**2 = [a_p != a_q] + [b_p != b_q] + 2 b_p + 2 b_q - 2 a_p b_q - 2 a_q b_p``
+(using ``a b = b``), all pairwise parts submodular.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _import_maxflow():
+    try:
+        import maxflow
+    except ImportError as error:  # pragma: no cover - depends on the optional extra
+        raise ImportError("the exact PuzzleMix reference needs PyMaxflow: pip install 'openmix[graphcut]' "
+                          "(or pip install PyMaxflow)") from error
+    return maxflow
+
+
+def _grid_edges(n: int):
+    """Flat (p, q) node pairs of the vertical edges (r, c)-(r+1, c) and horizontal (r, c)-(r, c+1)."""
+    ids = np.arange(n * n).reshape(n, n)
+    return (ids[:-1, :].ravel(), ids[1:, :].ravel()), (ids[:, :-1].ravel(), ids[:, 1:].ravel())
+
+
+def solve_labelling_exact_one(unary: np.ndarray, wv: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """Exact minimiser for one sample. unary: (n, n, L) with L in {2, 3}; wv: (n-1, n); wh: (n, n-1)
+    non-negative -> labels (n, n) int64."""
+    maxflow = _import_maxflow()
+    n, _, n_labels = unary.shape
+    u = unary.reshape(n * n, n_labels).astype(np.float64)
+    (vp, vq), (hp, hq) = _grid_edges(n)
+    p = np.concatenate([vp, hp])
+    q = np.concatenate([vq, hq])
+    w = np.concatenate([wv.ravel(), wh.ravel()]).astype(np.float64)
+    g = maxflow.Graph[float]()
+    if n_labels == 2:
+        nodes = g.add_nodes(n * n)
+        lin = u[:, 1] - u[:, 0]            # cost of label 1 relative to label 0
+        g.add_grid_tedges(nodes, np.maximum(lin, 0), np.maximum(-lin, 0))
+        g.add_edges(p, q, w, w)
+        g.maxflow()
+        return g.get_grid_segments(nodes).astype(np.int64).reshape(n, n)
+    if n_labels != 3:
+        raise ValueError(f"n_labels must be 2 or 3, got {n_labels!r}")
+    nodes = g.add_nodes(2 * n * n)
+    a = np.arange(n * n)
+    b = a + n * n
+    w4 = w / 4.0                           # (v_p - v_q)**2 = (l_p - l_q)**2 / 4
+    lin = np.zeros(2 * n * n)
+    lin[a] += u[:, 1] - u[:, 0]
+    lin[b] += u[:, 2] - u[:, 1]
+    np.add.at(lin, b[p], 2 * w4)           # + 2 b_p + 2 b_q
+    np.add.at(lin, b[q], 2 * w4)
+    np.add.at(lin, a[p], -2 * w4)          # -2 a_p b_q = -2 a_p + 2 [a_p = 1, b_q = 0]
+    np.add.at(lin, a[q], -2 * w4)
+    g.add_grid_tedges(nodes, np.maximum(lin, 0), np.maximum(-lin, 0))
+    g.add_edges(a[p], a[q], w4, w4)        # [a_p != a_q]
+    g.add_edges(b[p], b[q], w4, w4)        # [b_p != b_q]
+    g.add_edges(b[q], a[p], 2 * w4, np.zeros_like(w4))   # cut iff b_q = 0 (source), a_p = 1 (sink)
+    g.add_edges(b[p], a[q], 2 * w4, np.zeros_like(w4))
+    inf = 1e9 * (np.abs(u).sum() + w.sum() + 1.0)
+    g.add_edges(a, b, np.full(n * n, inf), np.zeros(n * n))  # forbid b = 1 with a = 0
+    g.maxflow()
+    seg = g.get_grid_segments(nodes).astype(np.int64)
+    return (seg[a] + seg[b]).reshape(n, n)
+
+
+def solve_labelling_exact(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor) -> torch.Tensor:
+    """Per-sample loop of ``solve_labelling_exact_one`` on the CPU (the baseline the batched solver
+    replaces). unary (B, n, n, L), wv (B, n-1, n), wh (B, n, n-1) -> labels (B, n, n) long on unary.device."""
+    u = unary.detach().double().cpu().numpy()
+    v = wv.detach().double().cpu().numpy()
+    h = wh.detach().double().cpu().numpy()
+    out = np.stack([solve_labelling_exact_one(u[i], v[i], h[i]) for i in range(u.shape[0])])
+    return torch.from_numpy(out).to(unary.device)
