@@ -1,0 +1,115 @@
+"""Atomic checkpoints that never execute code on load.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
+``torch.load(weights_only=True)`` reads it without any extra safe globals. Random states of
+numpy and Python are converted to tensors / int lists for the same reason.
+
+Writing: ``<name>.tmp`` is written and fsynced, the current file (if any) is renamed to
+``<name-stem>.prev.pt``, then the tmp file is renamed into place. At every instant at least one
+complete checkpoint exists on disk.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, tampered with or incompatible."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def previous_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = True) -> Path:
+    """Write ``state`` to ``path`` atomically (tmp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_previous and path.exists():
+        os.replace(path, previous_path(path))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; any failure -> CheckpointError saying what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle globals, bad magic ...
+        prev = previous_path(path)
+        hint = (f"the previous checkpoint {prev} is intact on disk; resume from it with "
+                f"trainer.resume_from={prev}" if prev.is_file() and prev != path else
+                "delete it and start again, or pass trainer.resume_from=<another checkpoint>")
+        raise CheckpointError(
+            f"checkpoint {path} cannot be loaded safely (truncated, tampered with, or not an openmix "
+            f"checkpoint): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            f"Nothing was executed from it and no file was changed; {hint}."
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != "openmix-checkpoint":
+        raise CheckpointError(f"{path} is not an openmix checkpoint (no 'format: openmix-checkpoint' entry)")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Global torch (CPU and CUDA), numpy and Python random states, as weights_only-safe objects."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": int(py_version), "internal": [int(v) for v in py_internal],
+                   "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)

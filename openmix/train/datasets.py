@@ -1,0 +1,449 @@
+"""Datasets for the trainer: embedded (no download) and real (on disk).
+
+Every dataset yields ``(x, y)`` samples:
+
+- images ``x``: (C, H, W); 1-D signals ``x``: (C, L); tabular rows are fed as 1-D signals
+  ``(1, F)`` (one channel, F positions) so that every policy, which expects
+  ``(B, C, *spatial)``, sees ``(B, 1, F)``. CutMix/FMix on tabular rows therefore swap a
+  contiguous run of features; mixup interpolates all of them.
+- ``y``: a long class index (classification) or a float target (regression). Regression targets
+  are standardised with train-split statistics; ``DataBundle.target_mean/std`` map predictions
+  back to the original scale for RMSE/MAPE.
+
+Embedded datasets are float and already normalised. Real image datasets yield uint8 tensors;
+normalisation (x/255, then ``DataBundle.mean/std``) happens on the device after the copy,
+which is valid for mixed uint8 batches too because normalisation is affine.
+
+Random augmentations (crop, flip, resized crop) draw from a per-sample ``torch.Generator``
+seeded from (seed, epoch, index): the same run repeats exactly whatever the number of workers,
+and epochs differ.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["DataBundle", "DatasetNotFoundError", "build_dataset", "list_datasets", "register_dataset"]
+
+_DATASETS: dict[str, Callable[..., "DataBundle"]] = {}
+
+
+def register_dataset(name: str):
+    def deco(fn):
+        _DATASETS[name] = fn
+        return fn
+    return deco
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A real dataset is not on disk: says where we looked, what we expected, how to get it."""
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Dataset
+    test: Dataset
+    task: str                               # "classification" | "regression"
+    input_shape: tuple[int, ...]            # (C, *spatial) of one sample
+    num_classes: int = 0                    # classification: K; regression: 0
+    target_dim: int = 1                     # regression output size
+    mean: tuple[float, ...] | None = None   # per channel, [0, 1] units (x/255), for uint8 samples
+    std: tuple[float, ...] | None = None
+    target_mean: float = 0.0                # regression: original = standardised * std + mean
+    target_std: float = 1.0
+    default_model: str = "small_cnn"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uint8(self) -> bool:
+        return self.mean is not None
+
+
+class TensorPairs(Dataset):
+    """In-memory dataset of x: (N, C, *spatial) and y: (N,) tensors."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must have the same length, got {x.shape[0]} and {y.shape[0]}")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+class Augmented(Dataset):
+    """Wraps a dataset of (x, y) and applies ``transform(x, generator)`` with a per-sample,
+    per-epoch seeded generator. ``set_epoch`` must be called before each epoch's iterator."""
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int = 0):
+        self.base, self.transform, self.seed, self.epoch = base, transform, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(i)) % (2**63 - 1))
+        return self.transform(x, g), y
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _limit(x: torch.Tensor, y: torch.Tensor, n: int | None):
+    if n is None or n <= 0 or n >= x.shape[0]:
+        return x, y
+    return x[:n], y[:n]
+
+
+def _stratified_split(y: np.ndarray, test_fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(len(y))
+    return train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed, shuffle=True)
+
+
+def _check_fraction(test_fraction: float) -> None:
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+
+
+# -------------------------------------------------------------------------------------- embedded
+@register_dataset("digits")
+def _digits(test_fraction: float = 0.2, split_seed: int = 0, train_size: int | None = None,
+            test_size: int | None = None, **_) -> DataBundle:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes); x: (1, 8, 8) in [0, 1]."""
+    from sklearn.datasets import load_digits
+    _check_fraction(test_fraction)
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.long)
+    tr, te = _stratified_split(d.target, test_fraction, split_seed)
+    x = (x - 0.5) / 0.5  # roughly zero-centred
+    xtr, ytr = _limit(x[tr], y[tr], train_size)
+    xte, yte = _limit(x[te], y[te], test_size)
+    return DataBundle("digits", TensorPairs(xtr, ytr), TensorPairs(xte, yte), "classification",
+                      (1, 8, 8), num_classes=10, default_model="small_cnn")
+
+
+@register_dataset("mnist1d")
+def _mnist1d(num_samples: int = 5000, split_seed: int = 42, train_size: int | None = None,
+             test_size: int | None = None, **_) -> DataBundle:
+    """mnist1d's make_dataset (generated locally, no download); x: (1, 40) signals, 10 classes."""
+    import random
+    from mnist1d.data import get_dataset_args, make_dataset
+    args = get_dataset_args()
+    args.num_samples, args.seed = int(num_samples), int(split_seed)
+    # make_dataset seeds the global numpy / Python RNGs: keep ours untouched.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    xtr, ytr = _limit(torch.tensor(d["x"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y"]).long(), train_size)
+    xte, yte = _limit(torch.tensor(d["x_test"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y_test"]).long(), test_size)
+    return DataBundle("mnist1d", TensorPairs(xtr, ytr), TensorPairs(xte, yte), "classification",
+                      (1, xtr.shape[-1]), num_classes=10, default_model="conv1d")
+
+
+@register_dataset("synthetic")
+def _synthetic(num_train: int = 256, num_test: int = 128, num_classes: int = 4, channels: int = 3,
+               size: int = 8, split_seed: int = 0, **_) -> DataBundle:
+    """Tiny learnable image task for smoke tests: class-dependent mean patterns plus noise.
+    x: (channels, size, size)."""
+    g = torch.Generator().manual_seed(split_seed)
+    prototypes = torch.randn(num_classes, channels, size, size, generator=g)
+
+    def draw(n):
+        y = torch.randint(0, num_classes, (n,), generator=g)
+        x = prototypes[y] + 0.8 * torch.randn(n, channels, size, size, generator=g)
+        return x, y
+
+    xtr, ytr = draw(num_train)
+    xte, yte = draw(num_test)
+    return DataBundle("synthetic", TensorPairs(xtr, ytr), TensorPairs(xte, yte), "classification",
+                      (channels, size, size), num_classes=num_classes, default_model="small_cnn")
+
+
+def _regression_bundle(name, xtr, ytr, xte, yte, default_model) -> DataBundle:
+    """Standardise targets with train statistics; x already shaped (N, C, *spatial)."""
+    mu, sd = float(ytr.mean()), float(ytr.std())
+    sd = sd if sd > 0 else 1.0
+    return DataBundle(name, TensorPairs(xtr, ((ytr - mu) / sd).float()), TensorPairs(xte, ((yte - mu) / sd).float()),
+                      "regression", tuple(xtr.shape[1:]), num_classes=0, target_dim=1,
+                      target_mean=mu, target_std=sd, default_model=default_model)
+
+
+@register_dataset("diabetes")
+def _diabetes(test_fraction: float = 0.2, split_seed: int = 0, **_) -> DataBundle:
+    """scikit-learn's bundled diabetes (442 rows, 10 features); x: (1, 10) as a 1-D signal,
+    features standardised with train-split statistics; target: disease progression."""
+    from sklearn.datasets import load_diabetes
+    _check_fraction(test_fraction)
+    d = load_diabetes()
+    rng = np.random.default_rng(split_seed)
+    perm = rng.permutation(len(d.target))
+    n_te = int(round(test_fraction * len(perm)))
+    te, tr = perm[:n_te], perm[n_te:]
+    x = torch.tensor(d.data, dtype=torch.float32)
+    y = torch.tensor(d.target, dtype=torch.float32)
+    mu, sd = x[tr].mean(0), x[tr].std(0).clamp_min(1e-8)
+    x = ((x - mu) / sd).unsqueeze(1)  # (N, 1, F): tabular row as a 1-channel signal
+    return _regression_bundle("diabetes", x[tr], y[tr], x[te], y[te], "mlp")
+
+
+@register_dataset("rotated_digits")
+def _rotated_digits(test_fraction: float = 0.2, split_seed: int = 0, min_angle: float = 10.0,
+                    max_angle: float = 80.0, **_) -> DataBundle:
+    """Digits rotated by a seeded random angle in [min_angle, max_angle] degrees (kept away from 0
+    so MAPE is meaningful); target = the angle. x: (1, 8, 8). A small analogue of RCF-MNIST."""
+    from scipy.ndimage import rotate
+    from sklearn.datasets import load_digits
+    _check_fraction(test_fraction)
+    d = load_digits()
+    rng = np.random.default_rng(split_seed)
+    angles = rng.uniform(min_angle, max_angle, size=len(d.target))
+    imgs = np.stack([rotate(im, a, reshape=False, order=1, mode="constant") for im, a in zip(d.images, angles)])
+    x = (torch.tensor(imgs, dtype=torch.float32).unsqueeze(1) / 16.0 - 0.5) / 0.5
+    y = torch.tensor(angles, dtype=torch.float32)
+    tr, te = _stratified_split(d.target, test_fraction, split_seed)
+    return _regression_bundle("rotated_digits", x[tr], y[tr], x[te], y[te], "small_cnn")
+
+
+@register_dataset("sine1d")
+def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split_seed: int = 0, **_) -> DataBundle:
+    """Synthetic 1-D function regression: x ~ U(-pi, pi), y = 2 + sin(2x) + noise.
+    x: (1, 1) (one feature as a length-1 signal). Linear mixing of x and y is wrong for this
+    nonlinear function, which is what label-aware pairing (C-Mixup) corrects."""
+    g = torch.Generator().manual_seed(split_seed)
+
+    def draw(n):
+        x = (torch.rand(n, generator=g) * 2 - 1) * math.pi
+        y = 2.0 + torch.sin(2 * x) + noise * torch.randn(n, generator=g)
+        return x.view(n, 1, 1), y
+
+    xtr, ytr = draw(num_train)
+    xte, yte = draw(num_test)
+    return _regression_bundle("sine1d", xtr, ytr, xte, yte, "mlp")
+
+
+# ------------------------------------------------------------------------------------------ real
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+_CIFAR_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only numpy array reconstruction, nothing executable."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dataset file")
+
+
+def _read_cifar_batch(path: Path, label_key: str):
+    with open(path, "rb") as f:
+        d = _ArrayOnlyUnpickler(f, encoding="latin1").load()
+    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return torch.from_numpy(data.copy()), torch.tensor(d[label_key], dtype=torch.long)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """x: (C, H, W) -> (C, H, W): zero-pad by ``padding``, random crop back to H x W, random h-flip."""
+    C, H, W = x.shape
+    top, left, flip = torch.randint(0, 2 * padding + 1, (2,), generator=generator).tolist() + \
+        [bool(torch.randint(0, 2, (1,), generator=generator))]
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    out = padded[:, top:top + H, left:left + W]
+    return out.flip(-1).contiguous() if flip else out.contiguous()
+
+
+@register_dataset("cifar10")
+@register_dataset("cifar100")
+def _cifar(name: str, root: str | None = None, download: bool = False, seed: int = 0,
+           train_size: int | None = None, test_size: int | None = None, augment: bool = True, **_) -> DataBundle:
+    """CIFAR-10/100 from the python pickle batches; x: uint8 (3, 32, 32).
+    Training transform: RandomCrop(32, padding=4) + horizontal flip."""
+    folder, train_files, test_files, label_key, K = _CIFAR_LAYOUT[name]
+    root_path = Path(os.path.expanduser(root or "~/data"))
+    base = root_path / folder
+    expected = train_files + test_files
+    missing = [f for f in expected if not (base / f).is_file()]
+    if missing and download:
+        import torchvision
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        cls(str(root_path), train=True, download=True)
+        missing = [f for f in expected if not (base / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{name} not found: looked in {base} and expected the python-version batch files "
+            f"{', '.join(expected)} (missing: {', '.join(missing)}). Get it with data.download=true "
+            f"(downloads and extracts into data.root={root_path}), or set data.root to the folder that "
+            f"contains {folder}/.")
+    xtr, ytr = zip(*[_read_cifar_batch(base / f, label_key) for f in train_files])
+    xte, yte = zip(*[_read_cifar_batch(base / f, label_key) for f in test_files])
+    xtr, ytr = _limit(torch.cat(xtr), torch.cat(ytr), train_size)
+    xte, yte = _limit(torch.cat(xte), torch.cat(yte), test_size)
+    train: Dataset = TensorPairs(xtr, ytr)
+    if augment:
+        train = Augmented(train, random_crop_flip, seed=seed)
+    return DataBundle(name, train, TensorPairs(xte, yte), "classification", (3, 32, 32), num_classes=K,
+                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], default_model="resnet18")
+
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageFiles(Dataset):
+    """A list of (path, label) read as uint8 (3, H, W) tensors, resized/cropped by ``transform``."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable, seed: int = 0, train: bool = False):
+        self.samples, self.transform, self.seed, self.train, self.epoch = samples, transform, int(seed), train, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        from torchvision.transforms.v2.functional import pil_to_tensor
+        path, label = self.samples[i]
+        with Image.open(path) as im:
+            x = pil_to_tensor(im.convert("RGB"))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(i)) % (2**63 - 1))
+        return self.transform(x, g), label
+
+
+def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator, size: int,
+                             scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+    """x: uint8 (C, H, W) -> (C, size, size): the standard random-resized-crop (area fraction in
+    ``scale``, log-uniform aspect ratio, 10 tries then a central crop) plus a random h-flip."""
+    from torchvision.transforms.v2.functional import resized_crop
+    _, H, W = x.shape
+    area = H * W
+    top, left, h, w = None, None, H, W
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(2, generator=generator).tolist()
+        target = area * (scale[0] + (scale[1] - scale[0]) * u[0])
+        ar = math.exp(log_r[0] + (log_r[1] - log_r[0]) * u[1])
+        cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
+        if 0 < cw <= W and 0 < ch <= H:
+            top = int(torch.randint(0, H - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, W - cw + 1, (1,), generator=generator))
+            h, w = ch, cw
+            break
+    if top is None:  # central crop at the clamped ratio
+        in_ratio = W / H
+        if in_ratio < ratio[0]:
+            w, h = W, int(round(W / ratio[0]))
+        elif in_ratio > ratio[1]:
+            h, w = H, int(round(H * ratio[1]))
+        else:
+            w, h = W, H
+        top, left = (H - h) // 2, (W - w) // 2
+    out = resized_crop(x, top, left, h, w, [size, size], antialias=True)
+    if bool(torch.randint(0, 2, (1,), generator=generator)):
+        out = out.flip(-1)
+    return out.contiguous()
+
+
+def resize_center_crop(x: torch.Tensor, generator: torch.Generator | None, size: int, crop_fraction: float = 0.875):
+    """x: uint8 (C, H, W) -> (C, size, size): resize the short side to size/crop_fraction, centre crop."""
+    from torchvision.transforms.v2.functional import center_crop, resize
+    out = resize(x, [int(round(size / crop_fraction))], antialias=True)
+    return center_crop(out, [size, size]).contiguous()
+
+
+def _list_image_folder(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    samples = []
+    for k, c in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(folder / c)):
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, f), k))
+    return classes, samples
+
+
+@register_dataset("imagefolder")
+def _imagefolder(root: str | None = None, download: bool = False, image_size: int = 64, seed: int = 0,
+                 train_dir: str = "train", test_dirs=("val", "test"), mean=(0.485, 0.456, 0.406),
+                 std=(0.229, 0.224, 0.225), **_) -> DataBundle:
+    """ImageNet-style layout: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg`` (or
+    ``test/``). Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` is understood too.
+    x: uint8 (3, image_size, image_size). Train: RandomResizedCrop + flip; test: resize + centre crop."""
+    root_path = Path(os.path.expanduser(root)) if root else None
+    how = ("Download the dataset yourself (no automatic download for image folders), e.g. Tiny-ImageNet "
+           "from http://cs231n.stanford.edu/tiny-imagenet-200.zip, unpack it, and set data.root to it.")
+    if root_path is None or not (root_path / train_dir).is_dir():
+        raise DatasetNotFoundError(
+            f"imagefolder not found: looked in {root_path / train_dir if root_path else '<data.root unset>'} and "
+            f"expected one folder per class with images ({', '.join(IMG_EXTENSIONS)}), e.g. "
+            f"{train_dir}/<class>/img.jpg, plus a {'/'.join(test_dirs)} folder in the same layout. {how}")
+    classes, train_samples = _list_image_folder(root_path / train_dir)
+    test_samples: list[tuple[str, int]] = []
+    for td in test_dirs:
+        tdir = root_path / td
+        if not tdir.is_dir():
+            continue
+        ann = tdir / "val_annotations.txt"
+        if ann.is_file() and (tdir / "images").is_dir():  # Tiny-ImageNet validation layout
+            index = {c: k for k, c in enumerate(classes)}
+            for line in ann.read_text().splitlines():
+                parts = line.split("\t")
+                if len(parts) >= 2 and parts[1] in index:
+                    test_samples.append((str(tdir / "images" / parts[0]), index[parts[1]]))
+        else:
+            test_classes, test_samples = _list_image_folder(tdir)
+            if test_classes != classes:
+                raise ValueError(f"class folders of {tdir} differ from those of {root_path / train_dir}: "
+                                 f"{len(test_classes)} vs {len(classes)} classes")
+        break
+    if not train_samples or not test_samples:
+        raise DatasetNotFoundError(
+            f"imagefolder: found {len(train_samples)} training and {len(test_samples)} test images under "
+            f"{root_path} (looked in {train_dir}/ and {' or '.join(test_dirs)}/); expected at least one of each "
+            f"as <split>/<class>/<image>. {how}")
+    train = ImageFiles(train_samples, lambda x, g: random_resized_crop_flip(x, g, image_size), seed=seed, train=True)
+    test = ImageFiles(test_samples, lambda x, g: resize_center_crop(x, g, image_size), seed=seed)
+    return DataBundle("imagefolder", train, test, "classification", (3, image_size, image_size),
+                      num_classes=len(classes), mean=tuple(mean), std=tuple(std), default_model="resnet18",
+                      extra={"classes": classes})
+
+
+def build_dataset(name: str, **kwargs) -> DataBundle:
+    """Build a registered dataset by name; unknown name -> ValueError listing the choices."""
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset data.name={name!r}; choose one of {list_datasets()}")
+    fn = _DATASETS[name]
+    if name in ("cifar10", "cifar100"):
+        return fn(name, **kwargs)
+    return fn(**kwargs)

@@ -1,0 +1,217 @@
+"""The training engine: one step for input-level, saliency and feature-level policies.
+
+Dispatch on ``policy.needs``:
+
+- ``"input"``: the batch arrives mixed from ``MixCollate`` (mix.where=collate) or is mixed by
+  ``DeviceMixer`` after the copy (mix.where=device).
+- ``"saliency"``: the clean batch goes through an extra forward/backward (model in train mode,
+  gradients taken w.r.t. the input only, parameters untouched) to get
+  ``s = sqrt(mean_c (dL/dx)^2)``: (B, *spatial); then ``policy(x, y, saliency=s)``.
+- ``"features"``: ``plan = policy.plan(x, y, num_stages, generator)``; stage 0 mixes the input,
+  stage k mixes the output of ``stages[k-1]`` inside the model's forward (``MixNet``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batch import MixedBatch
+from .distributed import DistInfo, all_reduce_sum
+from .metrics import ClassificationMeter, RegressionMeter
+from .models import MixNet
+
+__all__ = ["ModelEma", "Engine", "normalise_input", "input_saliency"]
+
+
+class ModelEma:
+    """Exponential moving average of a model's parameters and buffers (buffers are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"trainer.ema.decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.is_floating_point():
+                e.lerp_(m.detach(), 1.0 - self.decay)
+            else:
+                e.copy_(m)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+def normalise_input(x: torch.Tensor, mean: Optional[torch.Tensor], std: Optional[torch.Tensor]) -> torch.Tensor:
+    """x: (B, C, *spatial); uint8 -> float in [0, 1] -> (x - mean) / std (per channel); floats pass."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if mean is not None:
+            x = x - mean.view(shape)
+        if std is not None:
+            x = x / std.view(shape)
+    return x
+
+
+def input_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
+                   autocast: Callable[[], Any]) -> torch.Tensor:
+    """Saliency of the clean batch: x (B, C, *spatial) -> (B, *spatial) = sqrt(mean_c (dL/dx)^2).
+
+    The model stays in train mode; only the input gets a gradient (parameters' .grad untouched)."""
+    x_ = x.detach().requires_grad_(True)
+    with autocast():
+        out = model(x_)
+    out = out.float()
+    if task == "regression":
+        loss = F.mse_loss(out.reshape(y.shape), y.float())
+    elif y.is_floating_point():  # soft labels (B, K)
+        loss = torch.sum(-y * F.log_softmax(out, dim=1), dim=1).mean()
+    else:
+        loss = F.cross_entropy(out, y)
+    (grad,) = torch.autograd.grad(loss, x_)
+    return grad.float().pow(2).mean(dim=1).sqrt()
+
+
+@dataclass
+class EpochStats:
+    train_loss: float
+    samples: int
+    seconds: float
+    lr: float
+
+
+class Engine:
+    """Holds everything one training step touches."""
+
+    def __init__(self, *, net: MixNet, train_module: nn.Module, policy: Any, loss_fn: Callable,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                 device: torch.device, task: str, mean=None, std=None, device_mixer: Any = None,
+                 amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+                 clip_grad: Optional[float] = None, ema: Optional[ModelEma] = None, eval_ema: bool = True,
+                 target_mean: float = 0.0, target_std: float = 1.0, num_classes: int = 0,
+                 dist_info: DistInfo = DistInfo()):
+        self.net, self.train_module, self.policy, self.loss_fn = net, train_module, policy, loss_fn
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.device, self.task, self.device_mixer = device, task, device_mixer
+        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32, device=device)
+        self.amp_dtype, self.channels_last, self.clip_grad = amp_dtype, channels_last, clip_grad
+        self.ema, self.eval_ema = ema, eval_ema
+        self.target_mean, self.target_std, self.num_classes = target_mean, target_std, num_classes
+        self.dist = dist_info
+        self.needs = getattr(policy, "needs", "input")
+
+    # ------------------------------------------------------------------------------- helpers
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _format(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare(self, batch: Any) -> tuple[MixedBatch, dict]:
+        """A loader batch -> (MixedBatch on the device, extra forward kwargs)."""
+        if isinstance(batch, MixedBatch):  # mixed in the collate (uint8 stays uint8 until here)
+            mb = batch.to(self.device, non_blocking=True)
+            return replace(mb, x=self._format(normalise_input(mb.x, self.mean, self.std))), {}
+        x, y = batch
+        if self.needs == "input":
+            return self.device_mixer(x, y), {}
+        x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
+        y = torch.as_tensor(y).to(self.device, non_blocking=True)
+        if self.needs == "saliency":
+            s = input_saliency(self.net.model, x, y, self.task, self.autocast)
+            return self.policy(x, y, saliency=s), {}
+        if self.needs == "features":
+            split = self.net.split
+            plan = self.policy.plan(x, y, num_stages=len(split.stages), generator=self.policy.generator)
+            if int(plan.stage) == 0:
+                x_used = plan.mix_input(x)
+                return plan.batch(x_used, y), {}
+            policy = self.policy
+            return plan.batch(x, y), {"stage": int(plan.stage), "mix": lambda h: policy.mix_features(h, plan)}
+        raise ValueError(f"policy.needs must be 'input', 'saliency' or 'features', got {self.needs!r}")
+
+    def _output(self, out: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        if self.task == "regression" and out.ndim == 2 and out.shape[1] == 1:
+            out = out.squeeze(1)
+        return out
+
+    # ---------------------------------------------------------------------------------- train
+    def train_epoch(self, loader: Iterable, progress=None) -> EpochStats:
+        """One pass over ``loader``; returns the mean training loss (reduced across ranks)."""
+        self.net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        t0 = time.perf_counter()
+        for step, batch in enumerate(loader):
+            mb, fwd = self.prepare(batch)
+            with self.autocast():
+                out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
+            loss = self.loss_fn(self._output(out), mb)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.net.model)
+            n = mb.x.shape[0]
+            loss_sum += loss.detach().double() * n
+            count += n
+            if progress is not None:
+                progress.update(1)
+                if step % 10 == 0:  # a host sync, so not every step
+                    progress.set_postfix(loss=f"{float(loss_sum) / max(count, 1):.4f}", refresh=False)
+        totals = all_reduce_sum(torch.stack([loss_sum.cpu(), torch.tensor(float(count), dtype=torch.float64)]),
+                                self.dist, self.device)
+        seconds = time.perf_counter() - t0
+        return EpochStats(train_loss=float(totals[0] / totals[1].clamp_min(1)), samples=int(totals[1]),
+                          seconds=seconds, lr=float(self.optimizer.param_groups[0]["lr"]))
+
+    # ------------------------------------------------------------------------------- evaluate
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        """Test metrics reduced across ranks: classification top1/top5 (percent), nll, ece;
+        regression rmse and mape (percent) on the original target scale."""
+        model = self.ema.module if (self.ema is not None and self.eval_ema) else self.net.model
+        was_training = model.training
+        model.eval()
+        meter = ClassificationMeter(self.num_classes) if self.task == "classification" else RegressionMeter()
+        for x, y in loader:
+            x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
+            y = torch.as_tensor(y).to(self.device, non_blocking=True)
+            with self.autocast():
+                out = model(x)
+            out = self._output(out)
+            if self.task == "classification":
+                meter.update(out, y)
+            else:
+                meter.update(out * self.target_std + self.target_mean, y * self.target_std + self.target_mean)
+        meter.load_state(all_reduce_sum(meter.state(), self.dist, self.device))
+        model.train(was_training)
+        return meter.compute()

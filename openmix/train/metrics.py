@@ -1,0 +1,143 @@
+"""Evaluation metrics: top-k accuracy, NLL, expected calibration error, RMSE, MAPE.
+
+Metrics are accumulated as sums (``*Meter.update``) so that they can be reduced across DDP
+ranks with one all-reduce of a flat tensor (``state()`` / ``load_state``) before ``compute``.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "expected_calibration_error",
+    "ClassificationMeter",
+    "RegressionMeter",
+    "median_last_k",
+]
+
+
+def _bin_index(confidence: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Equal-width bins (0, 1/M], (1/M, 2/M], ... (the standard ECE binning); conf 0 goes to bin 0."""
+    idx = torch.ceil(confidence * num_bins).long() - 1
+    return idx.clamp_(0, num_bins - 1)
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, num_bins: int = 15) -> float:
+    """Standard binned ECE (Guo et al. 2017).
+
+    probs: (N, K) class probabilities; targets: (N,) long. Confidence is the max probability,
+    the prediction its argmax; ECE = sum_b |B_b|/N * |acc(B_b) - conf(B_b)|.
+    """
+    if probs.ndim != 2 or targets.ndim != 1 or probs.shape[0] != targets.shape[0]:
+        raise ValueError(f"probs must be (N, K) and targets (N,), got {tuple(probs.shape)} and {tuple(targets.shape)}")
+    meter = ClassificationMeter(num_classes=probs.shape[1], num_bins=num_bins)
+    meter.update_probs(probs, targets)
+    return meter.compute()["ece"]
+
+
+class ClassificationMeter:
+    """Accumulates top-1/top-5 hits, summed NLL and per-bin ECE statistics."""
+
+    def __init__(self, num_classes: int, num_bins: int = 15, topk: int = 5):
+        self.num_classes = num_classes
+        self.num_bins = num_bins
+        self.topk = min(topk, num_classes)
+        # layout: [count, top1, topk, nll_sum] + bin counts + bin correct + bin confidence sums
+        self._sums = torch.zeros(4 + 3 * num_bins, dtype=torch.float64)
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        """logits: (B, K) raw scores; targets: (B,) long class indices."""
+        logits = logits.detach().float()
+        log_probs = F.log_softmax(logits, dim=1)
+        self._accumulate(log_probs, targets)
+
+    def update_probs(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """probs: (B, K) probabilities; targets: (B,) long."""
+        self._accumulate(torch.log(probs.detach().double().clamp_min(1e-300)), targets)
+
+    def _accumulate(self, log_probs: torch.Tensor, targets: torch.Tensor) -> None:
+        targets = targets.to(log_probs.device).long()
+        probs = log_probs.exp()
+        conf, pred = probs.max(dim=1)
+        correct = (pred == targets).double()
+        topk = log_probs.topk(self.topk, dim=1).indices
+        hit_k = (topk == targets[:, None]).any(dim=1).double()
+        nll = -log_probs.gather(1, targets[:, None]).squeeze(1).double()
+        bins = _bin_index(conf.double(), self.num_bins)
+        M = self.num_bins
+        s = torch.zeros_like(self._sums, device=log_probs.device)
+        s[0] = targets.numel()
+        s[1] = correct.sum()
+        s[2] = hit_k.sum()
+        s[3] = nll.sum()
+        s[4:4 + M].index_add_(0, bins, torch.ones_like(correct))
+        s[4 + M:4 + 2 * M].index_add_(0, bins, correct)
+        s[4 + 2 * M:].index_add_(0, bins, conf.double())
+        self._sums += s.cpu()
+
+    def state(self) -> torch.Tensor:
+        """Flat float64 tensor of the sums (for an all-reduce)."""
+        return self._sums.clone()
+
+    def load_state(self, sums: torch.Tensor) -> None:
+        self._sums = sums.detach().to("cpu", torch.float64).clone()
+
+    def compute(self) -> dict[str, float]:
+        """-> {"top1", "top5", "nll", "ece"}; accuracies in percent, ECE as a fraction in [0, 1]."""
+        s, M = self._sums, self.num_bins
+        n = float(s[0])
+        if n == 0:
+            return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan}
+        counts, correct, conf = s[4:4 + M], s[4 + M:4 + 2 * M], s[4 + 2 * M:]
+        ece = float((correct - conf).abs().sum() / n)  # |B|/N * |acc - conf| = |sum correct - sum conf| / N
+        return {
+            "top1": 100.0 * float(s[1]) / n,
+            "top5": 100.0 * float(s[2]) / n,
+            "nll": float(s[3]) / n,
+            "ece": ece,
+        }
+
+
+class RegressionMeter:
+    """Accumulates squared errors and absolute percentage errors on the original target scale."""
+
+    def __init__(self, eps: float = 1e-8):
+        self.eps = eps
+        self._sums = torch.zeros(3, dtype=torch.float64)  # [count, sq_err_sum, abs_pct_err_sum]
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """pred, target: (B,) or (B, D) floats, same shape, original (unstandardised) scale."""
+        pred = pred.detach().double().reshape(target.shape[0], -1)
+        target = target.detach().double().to(pred.device).reshape(target.shape[0], -1)
+        err = pred - target
+        s = torch.stack([
+            torch.tensor(float(err.numel()), dtype=torch.float64, device=pred.device),
+            (err ** 2).sum(),
+            (err.abs() / target.abs().clamp_min(self.eps)).sum(),
+        ])
+        self._sums += s.cpu()
+
+    def state(self) -> torch.Tensor:
+        return self._sums.clone()
+
+    def load_state(self, sums: torch.Tensor) -> None:
+        self._sums = sums.detach().to("cpu", torch.float64).clone()
+
+    def compute(self) -> dict[str, float]:
+        """-> {"rmse", "mape"}; MAPE in percent."""
+        n = float(self._sums[0])
+        if n == 0:
+            return {"rmse": math.nan, "mape": math.nan}
+        return {"rmse": math.sqrt(float(self._sums[1]) / n), "mape": 100.0 * float(self._sums[2]) / n}
+
+
+def median_last_k(history: Sequence[dict], key: str, k: int) -> float:
+    """Median of ``key`` over the last ``k`` epochs of ``history`` (all epochs if fewer)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    values = [h[key] for h in history if key in h][-k:]
+    return float(statistics.median(values)) if values else math.nan

@@ -1,0 +1,106 @@
+"""Run outputs: atomic text/JSON files, metrics.jsonl, TensorBoard, the one-screen summary."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["write_text_atomic", "write_json_atomic", "write_metrics_jsonl", "TensorBoardLogger", "format_summary"]
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_metrics_jsonl(path: str | os.PathLike, history: Sequence[dict]) -> Path:
+    """The whole history, one JSON object per epoch, rewritten atomically each epoch (small)."""
+    return write_text_atomic(path, "".join(json.dumps(_json_safe(h)) + "\n" for h in history))
+
+
+class TensorBoardLogger:
+    """Scalars per epoch to TensorBoard event files under ``log_dir`` (no-op when disabled)."""
+
+    def __init__(self, log_dir: str | os.PathLike, enabled: bool = True, purge_step: int | None = None):
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log(self, row: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v)):
+                group = "train" if k in ("train_loss", "lr", "train_seconds", "samples_per_second") else "test"
+                self.writer.add_scalar(f"{group}/{k}", v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "nan"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def format_summary(summary: dict, out_dir: str, max_rows: int = 8) -> str:
+    """A one-screen text summary of a finished run."""
+    task = summary["task"]
+    keys = ["train_loss", "top1", "top5", "nll", "ece"] if task == "classification" else ["train_loss", "rmse", "mape"]
+    width = 78
+    lines = ["=" * width, f" openmix-train: {summary['dataset']} / {summary['model']} / {summary['policy']}".ljust(width),
+             "=" * width]
+    info = summary.get("info", {})
+    lines.append(f" task {task}   loss {summary['loss']}   seed {summary['seed']}   epochs {summary['epochs']}   "
+                 f"device {summary['device']}   world {summary.get('world_size', 1)}")
+    if info:
+        lines.append(f" data {info.get('train_samples')} train / {info.get('test_samples')} test, input "
+                     f"{info.get('input_shape')}   params {info.get('params')}   mix.where {info.get('where')}")
+    lines.append("-" * width)
+    lines.append(" epoch " + "".join(f"{k:>12}" for k in keys))
+    hist = summary["history"]
+    shown = hist if len(hist) <= max_rows else [*hist[:2], None, *hist[-(max_rows - 3):]]
+    for h in shown:
+        if h is None:
+            lines.append("   ...")
+            continue
+        lines.append(f" {h['epoch']:>5} " + "".join(f"{_fmt(h.get(k)):>12}" for k in keys))
+    lines.append("-" * width)
+    final = summary["final"]
+    lines.append(" final  " + "   ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
+    lines.append(f" speed  {_fmt(summary['seconds_per_epoch'], 2)} s/epoch   "
+                 f"{_fmt(summary['samples_per_second'], 0)} train samples/s   "
+                 f"peak memory {_fmt(summary['peak_memory_mb'], 0)} MB   total {_fmt(summary.get('total_seconds', 0.0), 1)} s")
+    lines.append(f" output {out_dir}")
+    lines.append("=" * width)
+    return "\n".join(lines)
