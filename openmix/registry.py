@@ -12,8 +12,9 @@ class Registry:
     ``kind`` is only used in error messages ("policy", "loss", ...).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str = "") -> None:
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._entries: Dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -30,7 +31,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
+            raise ValueError(f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}")
         return self._entries[name]
 
     def build(self, name: str, **kwargs: Any) -> Any:

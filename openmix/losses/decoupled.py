@@ -26,8 +26,8 @@ class DecoupledMixupLoss:
     a = y (weight λ in the label), b = y[index] (weight 1−λ). Weights: ``both`` → (η·λ^t, η·(1−λ)^t);
     ``more`` → only the component with the larger label weight; ``less`` → only the smaller
     (ties go to a). The weights are indexed per row by (y, y[index]), never by class order.
-    A component with zero label weight gets no regulariser (so unmixed rows, λ = 1, are plain
-    soft CE), and rows whose two labels agree (a == b) are plain soft CE.
+    Rows that are not mixed (λ = 0 or 1) and rows whose two labels agree (a == b) are plain
+    soft CE: the regulariser is about the two classes of a mixed sample.
     Labels must be class indices (B,); one-hot or soft labels are reduced with argmax.
     """
 
@@ -43,8 +43,7 @@ class DecoupledMixupLoss:
     def weights(self, lam: torch.Tensor) -> tuple:
         """(w_a, w_b), each (B,), for label weights λ and 1 − λ."""
         lam = lam.to(torch.float64)
-        g_a = torch.where(lam > 0, lam.clamp(min=1e-12).pow(self.t), torch.zeros_like(lam))
-        g_b = torch.where(lam < 1, (1 - lam).clamp(min=1e-12).pow(self.t), torch.zeros_like(lam))
+        g_a, g_b = lam.pow(self.t), (1 - lam).pow(self.t)
         if self.mode == "more":
             a_larger = lam >= 0.5
             g_a, g_b = torch.where(a_larger, g_a, 0.0), torch.where(a_larger, 0.0, g_b)
@@ -60,7 +59,7 @@ class DecoupledMixupLoss:
         y = mb.y.argmax(dim=1) if mb.y.is_floating_point() else mb.y
         a, b = y, y[mb.index]
         w_a, w_b = self.weights(mb.lam.to(logits.device))
-        differ = (a != b).to(torch.float64)
+        differ = ((a != b) & (mb.lam > 0) & (mb.lam < 1)).to(torch.float64)
         term_a = -log_softmax_excluding(logits, a, b)
         term_b = -log_softmax_excluding(logits, b, a)
         # rows with a == b: the "excluding" softmax is undefined (-inf), and weighted by zero

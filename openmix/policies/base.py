@@ -16,7 +16,7 @@ from ..pairing import build_pairing
 from ..registry import Registry
 from ..schedules import as_schedule
 
-POLICIES = Registry("policy")
+POLICIES = Registry("policy", "policies")
 register_policy = POLICIES.register
 
 MODES = ("batch", "pair", "elem")
