@@ -1,0 +1,140 @@
+"""The trainer in-process (Hydra compose API): outputs, engine dispatch, regression, bad input."""
+import json
+
+import pytest
+import torch
+
+import openmix
+from openmix.batch import MixedBatch
+from openmix.policies.base import MixPolicy
+from openmix.train import ConfigError, compose_config, train
+
+FAST = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
+        "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8"]
+
+
+def run(tmp_path, *overrides, name="run"):
+    cfg = compose_config([*FAST, f"trainer.out_dir={tmp_path / name}", *overrides])
+    return train(cfg)
+
+
+def metrics_only(history):
+    drop = {"train_seconds", "eval_seconds", "samples_per_second"}
+    return [{k: v for k, v in h.items() if k not in drop} for h in history]
+
+
+# --- test policies that ask the engine for a saliency map or feature maps --------------------
+class _SaliencyRecorder(MixPolicy):
+    """Mixes like mixup; records the saliency maps it is given."""
+    needs = "saliency"
+    seen: list = []
+
+    def check_context(self, x, context):
+        s = context["saliency"]
+        assert s.shape == (x.shape[0], *x.shape[2:]) and (s >= 0).all() and s.sum() > 0
+        type(self).seen.append(tuple(s.shape))
+
+    def apply(self, x, params, **context):
+        lam = params["lam"]
+        return torch.lerp(x[params["index"]], x, lam.view(-1, *[1] * (x.ndim - 1))), None, lam
+
+
+class _Plan:
+    def __init__(self, stage, index, lam):
+        self.stage, self.index, self.lam = stage, index, lam
+
+    def mix_input(self, x):
+        return torch.lerp(x[self.index], x, self.lam.view(-1, *[1] * (x.ndim - 1)))
+
+    def batch(self, x_used, y):
+        return MixedBatch(x=x_used, y=y, index=self.index, lam=self.lam)
+
+
+class _FeatureRecorder(MixPolicy):
+    """ManifoldMix-like: mixes the output of a random stage (0 = the input)."""
+    needs = "features"
+    stages_seen: set = set()
+
+    def plan(self, x, y, num_stages, generator):
+        stage = int(torch.randint(0, num_stages + 1, (1,), generator=generator))
+        index = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        lam = torch.rand(x.shape[0], generator=generator).to(x.device)
+        type(self).stages_seen.add((stage, num_stages))
+        return _Plan(stage, index, lam)
+
+    def mix_features(self, h, plan):
+        return plan.mix_input(h)
+
+
+for _name, _cls in (("_test_saliency", _SaliencyRecorder), ("_test_features", _FeatureRecorder)):
+    if _name not in openmix.list_policies():
+        openmix.register_policy(_name)(_cls)
+
+
+# --- tests ---------------------------------------------------------------------------------
+def test_run_writes_outputs_and_summary(tmp_path):
+    s = run(tmp_path, "data=synthetic", "mix=cutmix", "trainer.tensorboard=true")
+    out = tmp_path / "run"
+    for f in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (out / f).is_file(), f
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2]
+    saved = json.loads((out / "summary.json").read_text())
+    for key in ("task", "dataset", "model", "policy", "loss", "seed", "epochs", "final", "history",
+                "seconds_per_epoch", "samples_per_second", "peak_memory_mb", "device", "versions"):
+        assert key in saved, key
+    assert saved["final"].keys() >= {"top1", "top5", "nll", "ece", "top1_median_last_k"}
+    assert saved["history"] == lines and s["policy"] == "cutmix" and s["task"] == "classification"
+    assert set(saved["versions"]) >= {"torch", "timm", "openmix", "python"}
+    assert 0 <= saved["final"]["ece"] <= 1 and saved["final"]["top1"] > 40  # 4 classes, learnable
+    assert "mix:\n  name: cutmix" in (out / "config.yaml").read_text()
+
+
+def test_collate_and_device_mixing_give_the_same_run(tmp_path):
+    a = run(tmp_path, "data=synthetic", "mix=mixup", "mix.where=collate", name="a")
+    b = run(tmp_path, "data=synthetic", "mix=mixup", "mix.where=device", name="b")
+    assert metrics_only(a["history"]) == metrics_only(b["history"])
+    c = run(tmp_path, "data=synthetic", "mix=mixup", "seed=1", name="c")
+    assert metrics_only(a["history"]) != metrics_only(c["history"])
+
+
+def test_engine_serves_saliency_and_feature_policies(tmp_path):
+    _SaliencyRecorder.seen.clear()
+    run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_saliency", name="sal")
+    assert _SaliencyRecorder.seen and _SaliencyRecorder.seen[0] == (32, 8, 8)
+    _FeatureRecorder.stages_seen.clear()
+    s = run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features", "trainer.epochs=3", name="feat")
+    assert {n for _, n in _FeatureRecorder.stages_seen} == {3}          # small_cnn: 3 stages
+    assert len({st for st, _ in _FeatureRecorder.stages_seen}) >= 3     # input and inner stages used
+    assert s["where"] == "engine"
+
+
+def test_regression_run(tmp_path):
+    s = run(tmp_path, "data=diabetes", "mix=mixup", "trainer.epochs=3", "optim=adamw", "optim.lr=0.01")
+    assert s["task"] == "regression" and s["loss"] == "mse" and s["model"] == "mlp"
+    assert s["final"].keys() >= {"rmse", "mape", "rmse_median_last_k"}
+    assert 20 < s["final"]["rmse"] < 120 and s["final"]["mape"] > 0   # target std is ~77
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["mix.name=nope"], r"mix.name='nope'.*cutmix.*mixup"),
+    (["data.name=nope"], r"data.name='nope'.*digits"),
+    (["model.name=resnet181"], r"model.name='resnet181'.*resnet18"),
+    (["optim.name=lbfgs"], r"optim.name='lbfgs'.*sgd.*adamw"),
+    (["data=diabetes", "loss=soft_ce"], r"loss.name='soft_ce' is a classification loss.*regression.*loss=mse"),
+    (["data=synthetic", "trainer.batch_size=1000"], r"batch_size=1000 is larger.*256 samples"),
+    (["data=synthetic", "mix.where=gpu"], r"mix.where must be"),
+    (["data=sine1d", "model=small_cnn"], r"small_cnn needs image inputs"),
+])
+def test_bad_input_fails_before_training(tmp_path, overrides, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        run(tmp_path, *overrides)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_feature_policy_with_unsplittable_model_fails(monkeypatch, tmp_path):
+    import openmix.train.models as models
+    monkeypatch.setattr(models, "split_model", lambda model: None)
+    with pytest.raises(ConfigError, match="cannot be split into stages.*use a model"):
+        run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features")
