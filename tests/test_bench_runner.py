@@ -174,3 +174,16 @@ def test_options_from_bench_config():
     bench.pop("hydra")
     options = options_from_config(bench)
     assert options.isolation == "fork" and options.db_path.endswith("results.db")
+
+
+def test_an_entry_that_does_not_compose_is_a_failed_run(tmp_path):
+    policies = {"vanilla": {"overrides": ["mix=none"]},
+                "missing": {"overrides": ["mix=no_such_policy"]}}
+    suite = _suite(policies=policies, seeds=[0])
+    options = _options(tmp_path)
+    report = run_suite(suite, list(suite.runs), options, log=lambda s: None)
+    assert report.ran == ["fake/m/vanilla/seed0"] and report.failed == ["fake/m/missing/seed0"]
+    (row,) = ResultsDB(options.db_path).runs(status="failed")
+    assert "no_such_policy" in row["error"]
+    with pytest.raises(Exception, match="no_such_policy"):
+        run_suite(suite, list(suite.runs), _options(tmp_path, dry_run=True), log=lambda s: None)

@@ -49,6 +49,7 @@ def options_from_config(cfg: DictConfig) -> RunnerOptions:
         threads_per_run=cfg.threads_per_run,
         force=bool(cfg.force),
         dry_run=bool(cfg.dry_run),
+        preload=tuple(cfg.get("preload") or ()),
     )
 
 

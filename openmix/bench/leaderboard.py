@@ -37,7 +37,7 @@ METRIC_TITLES = {
 }
 
 CSV_COLUMNS = (
-    "suite", "dataset", "model", "task", "policy", "mix", "policy_args", "loss", "loss_args",
+    "suite", "dataset", "model", "epochs", "task", "policy", "mix", "policy_args", "loss", "loss_args",
     "metric", "mean", "std", "n", "seeds", "ece_mean", "ece_std", "seconds_per_epoch",
     "cost_vs_baseline", "samples_per_second", "peak_memory_mb",
 )
@@ -59,6 +59,7 @@ class Entry:
     metric: str
     values: list[float]
     seeds: list[int]
+    epochs: int | None = None
     ece: list[float] = field(default_factory=list)
     seconds_per_epoch: list[float] = field(default_factory=list)
     samples_per_second: list[float] = field(default_factory=list)
@@ -122,7 +123,7 @@ def summarize(
             value = _num(final.get(metric))
         if value is None:
             continue
-        key = (row["suite"], row["dataset"], row["model"], row["policy"], metric)
+        key = (row["suite"], row["dataset"], row["model"], row.get("epochs"), row["policy"], metric)
         entry = groups.get(key)
         if entry is None:
             entry = groups[key] = Entry(
@@ -130,6 +131,7 @@ def summarize(
                 policy=row["policy"], mix=row.get("mix_name"),
                 policy_args=row.get("policy_args") or {}, loss=row.get("loss"),
                 loss_args=row.get("loss_args") or {}, metric=metric, values=[], seeds=[],
+                epochs=row.get("epochs"),
             )
         entry.values.append(value)
         entry.seeds.append(int(row["seed"]))
@@ -148,7 +150,7 @@ def summarize(
     entries = list(groups.values())
     by_panel: dict[tuple, list[Entry]] = {}
     for entry in entries:
-        by_panel.setdefault((entry.suite, entry.dataset, entry.model), []).append(entry)
+        by_panel.setdefault((entry.suite, entry.dataset, entry.model, entry.epochs), []).append(entry)
     for panel in by_panel.values():
         base = next((e for e in panel if e.policy == baseline), None)
         base_cost = _mean(base.seconds_per_epoch) if base and base.seconds_per_epoch else None
@@ -199,10 +201,15 @@ def metric_title(metric: str) -> str:
     return f"{METRIC_TITLES.get(metric, metric)} {arrow}"
 
 
+def panel_title(e: Entry) -> str:
+    epochs = "" if e.epochs is None else f" · {e.epochs} epochs"
+    return f"{e.dataset} · {e.model}{epochs}"
+
+
 def _panels(entries: Sequence[Entry]) -> list[list[Entry]]:
     panels: dict[tuple, list[Entry]] = {}
     for e in entries:
-        panels.setdefault((e.dataset, e.model, e.metric), []).append(e)
+        panels.setdefault((e.dataset, e.model, e.epochs, e.metric), []).append(e)
     return list(panels.values())
 
 
@@ -257,7 +264,7 @@ def render_markdown(entries: Sequence[Entry], suite: str, command: str | None = 
         lines += ["", f"![{_md_cell(suite)} leaderboard]({image})"]
     for panel in _panels(entries):
         e0 = panel[0]
-        lines += ["", f"### {_md_cell(e0.dataset)} · {_md_cell(e0.model)} ({e0.task})", ""]
+        lines += ["", f"### {_md_cell(panel_title(e0))} ({e0.task})", ""]
         header, rows = table_rows(panel)
         best = _best(panel)
         lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
@@ -276,7 +283,7 @@ def render_csv(entries: Sequence[Entry]) -> str:
     writer.writerow(CSV_COLUMNS)
     for e in entries:
         writer.writerow([
-            e.suite, e.dataset, e.model, e.task, e.policy, e.mix or "",
+            e.suite, e.dataset, e.model, "" if e.epochs is None else e.epochs, e.task, e.policy, e.mix or "",
             json.dumps(e.policy_args, sort_keys=True), e.loss or "",
             json.dumps(e.loss_args, sort_keys=True), e.metric, repr(e.mean), repr(e.std), e.n,
             " ".join(str(s) for s in e.seeds),
@@ -327,7 +334,7 @@ def render_png(entries: Sequence[Entry], suite: str, baseline: str | None = "van
         for y, m in zip(ypos, means):
             ax.text(ax.get_xlim()[0], y, f" {m:.4g}", va="center", ha="left", fontsize=8,
                     color="white" if m > ax.get_xlim()[0] + 0.15 * span else "black")
-        ax.set_title(f"{e0.dataset} · {e0.model}", fontsize=11)
+        ax.set_title(panel_title(e0), fontsize=11)
         note = "" if left == 0 else " (axis does not start at 0)"
         ax.set_xlabel(metric_title(e0.metric) + note, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
@@ -372,7 +379,7 @@ def render_html(entries: Sequence[Entry], suite: str, png: bytes | None = None,
         parts.append(f'<img alt="{esc(suite)} leaderboard chart" src="data:image/png;base64,{data}">')
     for panel in _panels(entries):
         e0 = panel[0]
-        parts.append(f"<h2>{esc(e0.dataset)} · {esc(e0.model)} ({esc(e0.task)})</h2>")
+        parts.append(f"<h2>{esc(panel_title(e0))} ({esc(e0.task)})</h2>")
         header, rows = table_rows(panel)
         best = _best(panel)
         parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)

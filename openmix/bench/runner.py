@@ -132,6 +132,21 @@ def call_trainer(train_fn: Callable[[DictConfig], dict], cfg: DictConfig, out_di
     return summary
 
 
+def preload(train_fn: str | Callable, modules: Iterable[str] = (),
+            log: Callable[[str], None] = print) -> None:
+    """Import the trainer and ``modules`` once in this process, so that forked runs start
+    without paying for the imports (torch, timm, scikit-learn take seconds each)."""
+    try:
+        load_train_fn(train_fn)
+    except ImportError as err:
+        log(f"note: could not import the trainer ({err}); every run will fail")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            log(f"note: preload of {name!r} failed: {err}")
+
+
 def _child(train_fn_spec, cfg_yaml: str, out_dir: str, threads: int | None) -> None:
     out = Path(out_dir)
     log = open(out / "train.log", "a", buffering=1)
@@ -306,6 +321,7 @@ class RunnerOptions:
     threads_per_run: int | None = None
     force: bool = False
     dry_run: bool = False
+    preload: tuple[str, ...] = ()
 
 
 @dataclass
@@ -332,14 +348,29 @@ def run_suite(
         raise ValueError(f"isolation: got {options.isolation!r}, expected one of {ISOLATIONS}")
     db = ResultsDB(options.db_path)
     done = db.completed_hashes(suite.name)
+    if not options.dry_run:
+        preload(options.train_fn, options.preload, log)
     report = SuiteReport()
     total = len(runs)
     for i, spec in enumerate(runs, 1):
-        cfg = compose_train_config(spec.overrides, options.config_dir, options.config_name)
-        resolved = resolved_config(cfg, options.hash_exclude)
+        prefix = f"[{i}/{total}] {spec.label}"
+        try:
+            cfg = compose_train_config(spec.overrides, options.config_dir, options.config_name)
+            resolved = resolved_config(cfg, options.hash_exclude)
+        except Exception as err:  # noqa: BLE001 - a bad entry is a failed run, not a dead suite
+            if options.dry_run:
+                raise
+            # no config to hash: identify the failed run by its overrides instead
+            digest = config_hash({"unresolved_overrides": list(spec.overrides)})
+            error = f"composing the trainer config failed: {type(err).__name__}: {err}"
+            record = build_record(spec, suite, digest, {}, Path(options.runs_dir), None, error,
+                                  _now(), 0.0)
+            db.record(record, force=options.force)
+            report.failed.append(spec.label)
+            log(f"{prefix}: FAILED: {error}")
+            continue
         digest = config_hash(resolved)
         exists = digest in done
-        prefix = f"[{i}/{total}] {spec.label}"
         if options.dry_run:
             report.planned.append((spec.label, digest, exists))
             log(f"{prefix} {digest[:12]} {'done' if exists else 'to run'}")

@@ -14,17 +14,22 @@ A suite is a YAML file under ``configs/bench/suite/`` (selected with ``suite=NAM
       digits:
         task: classification
         models: [mlp]              # names from ``models`` (default: all of them)
-        recipe: [data=digits, optim=sgd, optim.lr=0.1, trainer.epochs=20]
+        epochs: 20                 # or a list: one run of each (e.g. [200, 400, 800, 1200])
+        recipe: [data=digits, optim=sgd, optim.lr=0.1]
     models:
       mlp: [model=mlp]
     policies:                      # each entry a policy with its alpha and loss
-      vanilla: {overrides: [mix=none]}
+      vanilla: {tasks: [classification, regression], overrides: [mix=vanilla]}
+      mixup: {tasks: [classification, regression], overrides: [mix=mixup, mix.alpha=1.0],
+              by_task: {regression: [mix.alpha=2.0]}}
       mixup+DM: {overrides: [mix=mixup, mix.alpha=1.0, loss=decoupled]}
       cmixup: {tasks: [regression], overrides: [mix=cmixup, mix.alpha=2.0]}
 
-A policy entry may restrict itself with ``tasks`` (default: classification) and ``datasets``.
-Every run is then just a list of trainer overrides: common + dataset recipe + model + policy +
-seed, in that order (later ones win).
+A policy entry may restrict itself with ``tasks`` (default: classification) and ``datasets``,
+and add overrides for one task with ``by_task``.
+``not_applicable`` (policy name -> reason) documents registered policies a suite leaves out.
+Every run is then just a list of trainer overrides: common + dataset recipe + epochs + model +
+policy + seed, in that order (later ones win).
 """
 from __future__ import annotations
 
@@ -35,6 +40,10 @@ TASKS = ("classification", "regression")
 DEFAULT_HEADLINE = {"classification": "top1_median_last_k", "regression": "rmse_median_last_k"}
 # Whether a larger headline value is better, per headline metric name prefix.
 LOWER_IS_BETTER_PREFIXES = ("rmse", "mape", "nll", "ece", "mae", "mse")
+SUITE_KEYS = {
+    "name", "description", "seeds", "seed_key", "epochs_key", "baseline", "headline", "common",
+    "datasets", "models", "policies", "not_applicable",
+}
 
 
 @dataclass(frozen=True)
@@ -48,10 +57,12 @@ class RunSpec:
     seed: int
     task: str
     overrides: tuple[str, ...]
+    epochs: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.dataset}/{self.model}/{self.policy}/seed{self.seed}"
+        epochs = "" if self.epochs is None else f"/{self.epochs}ep"
+        return f"{self.dataset}/{self.model}{epochs}/{self.policy}/seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -118,9 +129,17 @@ def load_suite(cfg: Any) -> Suite:
         raise ValueError(f"suite.seeds: got {seeds!r}, expected a non-empty list of ints")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"suite.seeds: got {seeds!r}, expected distinct seeds")
+    unknown = set(cfg) - SUITE_KEYS
+    if unknown:
+        raise ValueError(f"suite: got keys {sorted(unknown)}, expected keys among {sorted(SUITE_KEYS)}")
     seed_key = cfg.get("seed_key", "seed")
     if not isinstance(seed_key, str) or not seed_key:
         raise ValueError(f"suite.seed_key: got {seed_key!r}, expected a config key such as 'seed'")
+    epochs_key = cfg.get("epochs_key", "trainer.epochs")
+    if not isinstance(epochs_key, str) or not epochs_key:
+        raise ValueError(
+            f"suite.epochs_key: got {epochs_key!r}, expected a config key such as 'trainer.epochs'"
+        )
 
     headline = dict(DEFAULT_HEADLINE)
     headline.update(cfg.get("headline") or {})
@@ -156,14 +175,22 @@ def load_suite(cfg: Any) -> Suite:
             entry = {}
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where}: got {entry!r}, expected a mapping with 'overrides'")
-        unknown = set(entry) - {"overrides", "tasks", "datasets", "note"}
+        unknown = set(entry) - {"overrides", "tasks", "datasets", "by_task", "note"}
         if unknown:
-            raise ValueError(
-                f"{where}: got keys {sorted(unknown)}, expected overrides, tasks, datasets, note"
-            )
+            raise ValueError(f"{where}: got keys {sorted(unknown)}, expected overrides, tasks, "
+                             "datasets, by_task, note")
         tasks = _names(entry.get("tasks"), f"{where}.tasks", TASKS) or ["classification"]
         only = _names(entry.get("datasets"), f"{where}.datasets", datasets)
-        parsed_policies[label] = (_overrides(entry.get("overrides"), f"{where}.overrides"), tasks, only)
+        by_task = entry.get("by_task") or {}
+        if not isinstance(by_task, Mapping) or not set(by_task) <= set(tasks):
+            raise ValueError(f"{where}.by_task: got {by_task!r}, expected a mapping from its "
+                             f"tasks {tasks} to extra overrides")
+        per_task = {
+            t: _overrides(entry.get("overrides"), f"{where}.overrides")
+            + _overrides(by_task.get(t), f"{where}.by_task.{t}")
+            for t in tasks
+        }
+        parsed_policies[label] = (per_task, tasks, only)
 
     runs: list[RunSpec] = []
     for ds_name, ds in datasets.items():
@@ -173,19 +200,33 @@ def load_suite(cfg: Any) -> Suite:
         task = ds.get("task", "classification")
         if task not in TASKS:
             raise ValueError(f"{where}.task: got {task!r}, expected one of {TASKS}")
+        unknown = set(ds) - {"task", "recipe", "models", "epochs", "note"}
+        if unknown:
+            raise ValueError(
+                f"{where}: got keys {sorted(unknown)}, expected task, recipe, models, epochs, note"
+            )
         recipe = _overrides(ds.get("recipe"), f"{where}.recipe")
         ds_models = _names(ds.get("models"), f"{where}.models", models) or list(models)
-        for model in ds_models:
-            for label, (pol_overrides, tasks, only) in parsed_policies.items():
-                if task not in tasks or (only is not None and ds_name not in only):
-                    continue
-                for seed in seeds:
-                    overrides = (
-                        common + recipe + models[model] + pol_overrides + [f"{seed_key}={seed}"]
-                    )
-                    runs.append(
-                        RunSpec(name, ds_name, model, label, int(seed), task, tuple(overrides))
-                    )
+        epochs = ds.get("epochs")
+        epoch_list = [epochs] if epochs is None or isinstance(epochs, int) else epochs
+        if not isinstance(epoch_list, (list, tuple)) or not epoch_list or not all(
+            e is None or (isinstance(e, int) and not isinstance(e, bool) and e > 0)
+            for e in epoch_list
+        ):
+            raise ValueError(
+                f"{where}.epochs: got {epochs!r}, expected a positive int or a list of them"
+            )
+        for n_epochs in epoch_list:
+            epoch_override = [] if n_epochs is None else [f"{epochs_key}={n_epochs}"]
+            for model in ds_models:
+                for label, (pol_overrides, tasks, only) in parsed_policies.items():
+                    if task not in tasks or (only is not None and ds_name not in only):
+                        continue
+                    for seed in seeds:
+                        overrides = (common + recipe + epoch_override + models[model]
+                                     + pol_overrides[task] + [f"{seed_key}={seed}"])
+                        runs.append(RunSpec(name, ds_name, model, label, int(seed), task,
+                                            tuple(overrides), n_epochs))
     if not runs:
         raise ValueError(f"suite {name!r}: the matrix is empty (no policy applies to any dataset)")
     return Suite(name=name, runs=tuple(runs), baseline=baseline, headline=headline)

@@ -1,0 +1,58 @@
+"""End to end with the real trainer: a tiny suite (2 policies x 1 dataset x 2 seeds, one epoch
+each) through the Hydra app, the database, the skip-on-rerun and the leaderboard files."""
+import csv
+import math
+import statistics
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from openmix.bench.app import bench_config_dir, run
+from openmix.bench.db import ResultsDB
+
+TINY = ["suite=tiny"]
+
+
+def _cfg(tmp_path, *extra):
+    with initialize_config_dir(str(bench_config_dir()), version_base=None):
+        return compose("bench", overrides=[
+            f"db={tmp_path / 'results.db'}", f"runs_dir={tmp_path / 'runs'}",
+            f"leaderboard_dir={tmp_path / 'board'}", *TINY, *extra,
+        ])
+
+
+def test_tiny_suite_end_to_end(tmp_path, capsys):
+    pytest.importorskip("openmix.train.app")
+    report = run(_cfg(tmp_path))
+    assert not report.failed, capsys.readouterr().out
+    assert len(report.ran) == 4
+    db = ResultsDB(tmp_path / "results.db")
+    rows = db.runs(suite="tiny")
+    assert len(rows) == 4 and {r["policy"] for r in rows} == {"vanilla", "mixup"}
+    for r in rows:
+        assert r["status"] == "ok" and r["epochs"] == 1 and len(r["history"]) == 1
+        assert 0 <= r["headline"] <= 100 and r["headline"] == r["final"]["top1_median_last_k"]
+        assert r["seconds_per_epoch"] > 0 and r["samples_per_second"] > 0
+        assert r["peak_memory_mb"] > 0 and r["device"] == "cpu" and "torch" in r["versions"]
+    assert rows[0]["config"]["mix"]["name"] == "vanilla"
+    assert next(r for r in rows if r["policy"] == "mixup")["policy_args"]["alpha"] == 1.0
+
+    # the leaderboard was rendered after the suite, with the database's numbers
+    board = tmp_path / "board"
+    for ext in ("md", "csv", "png", "html"):
+        assert (board / f"tiny.{ext}").stat().st_size > 0
+    with open(board / "tiny.csv") as f:
+        table = {r["policy"]: r for r in csv.DictReader(f)}
+    for policy in ("vanilla", "mixup"):
+        values = [r["headline"] for r in rows if r["policy"] == policy]
+        assert float(table[policy]["mean"]) == pytest.approx(statistics.mean(values))
+        assert float(table[policy]["std"]) == pytest.approx(statistics.stdev(values))
+        mean, std = statistics.mean(values), statistics.stdev(values)
+        decimals = min(4, max(0, 3 - math.floor(math.log10(mean)))) if mean else 3
+        md_cell = f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+        assert md_cell in (board / "tiny.md").read_text()
+
+    # re-running skips everything; force re-runs
+    again = run(_cfg(tmp_path))
+    assert len(again.skipped) == 4 and not again.ran
+    assert db.count(suite="tiny") == 4
