@@ -187,3 +187,43 @@ def test_an_entry_that_does_not_compose_is_a_failed_run(tmp_path):
     assert "no_such_policy" in row["error"]
     with pytest.raises(Exception, match="no_such_policy"):
         run_suite(suite, list(suite.runs), _options(tmp_path, dry_run=True), log=lambda s: None)
+
+
+def _shard_job(options, shard, shards):
+    suite = _suite(seeds=[0, 1, 2])
+    run_suite(suite, shard_runs(suite.runs, shard, shards), options, log=lambda s: None)
+
+
+def test_parallel_shards_share_one_database(tmp_path):
+    """What a joblib or Slurm multirun does: one process per shard, one database."""
+    import multiprocessing
+
+    options = _options(tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    jobs = [ctx.Process(target=_shard_job, args=(options, s, 3)) for s in range(3)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(120)
+    assert [j.exitcode for j in jobs] == [0, 0, 0]
+    rows = ResultsDB(options.db_path).runs(suite="tiny")
+    assert len(rows) == 6 and len({r["config_hash"] for r in rows}) == 6
+
+
+@pytest.mark.parametrize("launcher, target", [
+    ("local", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+])
+def test_launcher_configs_compose(launcher, target):
+    pytest.importorskip(target.rsplit(".", 2)[0])
+    from hydra import compose, initialize_config_dir
+
+    from openmix.bench.app import bench_config_dir
+
+    with initialize_config_dir(str(bench_config_dir()), version_base=None):
+        cfg = compose("bench", overrides=[f"hydra/launcher={launcher}", "shards=4"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == target
+    assert cfg.hydra.sweeper.params.shard == "range(0,4)"
+    if launcher == "local":
+        assert cfg.hydra.launcher.n_jobs == 4
