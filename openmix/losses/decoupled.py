@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from ..batch import MixedBatch
-from ..checks import check_choice, check_non_negative, check_probability
+from ..checks import check_choice, check_non_negative
 from . import register_loss
-from .common import check_logits
+from .classification import ClassificationLoss
 
 
 def log_softmax_excluding(logits: torch.Tensor, target: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
@@ -20,7 +20,7 @@ def log_softmax_excluding(logits: torch.Tensor, target: torch.Tensor, excluded: 
 
 
 @register_loss("decoupled")
-class DecoupledMixupLoss:
+class DecoupledMixupLoss(ClassificationLoss):
     """soft-CE(z, mixed label) + w_a·(−log softmax_{k≠b}(z)_a) + w_b·(−log softmax_{k≠a}(z)_b).
 
     a = y (weight λ in the label), b = y[index] (weight 1−λ). Weights: ``both`` → (η·λ^t, η·(1−λ)^t);
@@ -31,14 +31,11 @@ class DecoupledMixupLoss:
     Labels must be class indices (B,); one-hot or soft labels are reduced with argmax.
     """
 
-    task = "classification"
-    needs_soft_targets = True
-
     def __init__(self, eta: float = 0.1, mode: str = "both", t: float = 1.0, smoothing: float = 0.0) -> None:
+        super().__init__(smoothing)
         self.eta = check_non_negative(eta, "eta")
         self.mode = check_choice(mode, "mode", ("both", "more", "less"))
         self.t = check_non_negative(t, "t")
-        self.smoothing = check_probability(smoothing, "smoothing")
 
     def weights(self, lam: torch.Tensor) -> tuple:
         """(w_a, w_b), each (B,), for label weights λ and 1 − λ."""
@@ -53,8 +50,7 @@ class DecoupledMixupLoss:
         return self.eta * g_a, self.eta * g_b
 
     def __call__(self, logits: torch.Tensor, mb: MixedBatch) -> torch.Tensor:
-        check_logits(logits, mb)
-        targets = mb.soft_targets(logits.shape[1], self.smoothing).to(logits.dtype)
+        targets = self.targets(logits, mb)
         soft_ce = torch.sum(-targets * F.log_softmax(logits, dim=1), dim=1)
         y = mb.y.argmax(dim=1) if mb.y.is_floating_point() else mb.y
         a, b = y, y[mb.index]
