@@ -10,7 +10,7 @@ from openmix.policies.base import MixPolicy
 from openmix.train import ConfigError, compose_config, train
 
 FAST = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
-        "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8"]
+        "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8", "trainer.threads=1"]
 
 
 def run(tmp_path, *overrides, name="run"):

@@ -149,9 +149,13 @@ def _check_policy_on_batch(policy, name: str, batch_shape: tuple, task: str, num
 
 
 def _versions() -> dict:
-    import timm
+    from importlib.metadata import PackageNotFoundError, version
     import openmix
-    return {"torch": torch.__version__, "timm": timm.__version__, "openmix": getattr(openmix, "__version__", "?"),
+    try:
+        timm_version = version("timm")  # no import: timm pulls in torchvision (seconds)
+    except PackageNotFoundError:
+        timm_version = None
+    return {"torch": torch.__version__, "timm": timm_version, "openmix": getattr(openmix, "__version__", "?"),
             "python": platform.python_version()}
 
 
@@ -185,6 +189,8 @@ def train(cfg: DictConfig) -> dict:
     pre_device = _resolve_device(dev_name, int(os.environ.get("LOCAL_RANK", "0")))
     dist_info = init_distributed(pre_device.type)
     device = _resolve_device(dev_name, dist_info.local_rank)
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    threads_before = torch.get_num_threads()
     try:
         if tcfg.threads:
             torch.set_num_threads(int(tcfg.threads))
@@ -429,6 +435,8 @@ def train(cfg: DictConfig) -> dict:
                 print(format_summary(summary, str(out_dir)), flush=True)
         return summary
     finally:
+        torch.use_deterministic_algorithms(deterministic_before)  # train() may run inside a larger program
+        torch.set_num_threads(threads_before)
         if dist_info.initialized_here:
             import torch.distributed as dist
             if dist.is_initialized():

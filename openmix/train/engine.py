@@ -201,6 +201,10 @@ class Engine:
         model = self.ema.module if (self.ema is not None and self.eval_ema) else self.net.model
         was_training = model.training
         model.eval()
+        if self.dist.enabled:  # every rank evaluates rank 0's model (BN statistics differ per rank)
+            import torch.distributed as dist
+            for buf in model.buffers():
+                dist.broadcast(buf.data, src=0)
         meter = ClassificationMeter(self.num_classes) if self.task == "classification" else RegressionMeter()
         for x, y in loader:
             x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
