@@ -384,21 +384,26 @@ def transport_order(visible: torch.Tensor, saliency: torch.Tensor, eps: float = 
     dtype = saliency.dtype if saliency.is_floating_point() else torch.float32
     cost = (eps * _grid_cost(t, saliency.to(dtype)).unsqueeze(0)
             - saliency.to(dtype).reshape(b, nb, 1) * visible.reshape(b, 1, nb).to(dtype))
-    barred = torch.zeros_like(cost, dtype=torch.bool)
     src_idx = torch.arange(nb, device=cost.device).expand(b, nb)
     big = torch.finfo(dtype).max
+    rounds = max(rounds, 1)
+    # a block only ever moves down its own preference list (a loss bars just the position it
+    # lost), so its ``rounds + 1`` cheapest positions are all the rounds can visit
+    k = min(rounds + 1, nb)
+    pref_cost, pref = cost.topk(k, dim=-1, largest=False, sorted=True)       # (B, N, k)
+    rank = torch.zeros(b, nb, 1, dtype=torch.long, device=cost.device)
     winner = torch.full((b, nb), nb, device=cost.device, dtype=torch.long)
-    for _ in range(max(rounds, 1)):
-        masked = cost.masked_fill(barred, big)
-        choice_cost, choice = masked.min(dim=-1)                         # (B, N) per source
+    for _ in range(rounds):
+        choice = pref.gather(-1, rank).squeeze(-1)                            # (B, N) per source
+        choice_cost = pref_cost.gather(-1, rank).squeeze(-1)
         best = torch.full((b, nb), big, device=cost.device, dtype=dtype)
         best = best.scatter_reduce(-1, choice, choice_cost, reduce="amin")
         is_best = choice_cost <= best.gather(-1, choice)
         cand = torch.where(is_best, src_idx, torch.full_like(src_idx, nb))
         winner = torch.full((b, nb), nb, device=cost.device, dtype=torch.long)
-        winner = winner.scatter_reduce(-1, choice, cand, reduce="amin")  # per target
+        winner = winner.scatter_reduce(-1, choice, cand, reduce="amin")      # per target
         lost = winner.gather(-1, choice) != src_idx
-        barred = barred | (F.one_hot(choice, nb).bool() & lost.unsqueeze(-1))
+        rank = (rank + lost.unsqueeze(-1).long()).clamp(max=k - 1)           # losers try their next choice
     return torch.where(winner < nb, winner, src_idx)
 
 

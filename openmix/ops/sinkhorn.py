@@ -31,7 +31,7 @@ def sinkhorn_log(cost: torch.Tensor, eps: float = 0.1, max_iter: int = 100, tol:
     stops when the L1 change of f in one iteration drops below ``tol`` (the AlignMix authors'
     criterion: tolerance 0.1 on the change of the dual), or after ``max_iter`` iterations.
 
-    Returns (plan (B, r, s), f, g, ) with ``plan = exp((f_i + g_j - cost_ij) / eps)``; the column
+    Returns (plan (B, r, s), f (B, r), g (B, s)) with ``plan = exp((f_i + g_j - cost_ij) / eps)``; the column
     marginals are exact after the last g-update, the row marginals within the tolerance.
     """
     if cost.ndim != 3:
@@ -61,14 +61,19 @@ def sinkhorn_log(cost: torch.Tensor, eps: float = 0.1, max_iter: int = 100, tol:
 
 
 def sinkhorn_plan(a: torch.Tensor, b: torch.Tensor, eps: float = 0.1, max_iter: int = 100,
-                  tol: float = 0.1, check_every: int = 10) -> torch.Tensor:
+                  tol: float = 0.1, check_every: int = 10, cost_scale: str = "none") -> torch.Tensor:
     """Transport plan between two point sets with squared Euclidean cost.
 
     a: (B, r, C), b: (B, s, C) -> plan (B, r, s) with row sums ~1/r and column sums 1/s.
+    cost_scale: "none" (raw squared distances) or "mean" (each sample's cost divided by its mean).
     Computed in float32 (or float64 when given), without gradient.
     """
+    if cost_scale not in ("none", "mean"):
+        raise ValueError(f"cost_scale must be 'none' or 'mean', got {cost_scale!r}")
     with torch.no_grad():
         dtype = torch.float64 if a.dtype == torch.float64 else torch.float32
         cost = squared_distances(a.to(dtype), b.to(dtype))
+        if cost_scale == "mean":
+            cost = cost / cost.mean(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(dtype).tiny)
         plan, _, _ = sinkhorn_log(cost, eps=eps, max_iter=max_iter, tol=tol, check_every=check_every)
     return plan
