@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> dict:
     from .distributed import ShardedSampler, all_gather_objects, barrier, init_distributed
     from .engine import Engine, ModelEma
     from .metrics import median_last_k
-    from .models import MixNet, build_model
+    from .models import SMALL_MODELS, MixNet, build_model
     from .optim import build_optimizer, build_scheduler
     from .outputs import TensorBoardLogger, format_summary, write_json_atomic, write_metrics_jsonl, write_text_atomic
 
@@ -192,8 +192,6 @@ def train(cfg: DictConfig) -> dict:
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     threads_before = torch.get_num_threads()
     try:
-        if tcfg.threads:
-            torch.set_num_threads(int(tcfg.threads))
         if tcfg.deterministic:
             if device.type == "cuda":
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -249,6 +247,13 @@ def train(cfg: DictConfig) -> dict:
                             cifar_stem=m.get("cifar_stem", "auto"), default=bundle.default_model,
                             kwargs=OmegaConf.to_container(m.kwargs, resolve=True) if m.get("kwargs") else {})
         model_name = bundle.default_model if m.name == "auto" else m.name
+        threads = tcfg.get("threads")
+        if threads == "auto":
+            # the small default networks gain nothing from intra-op threads on CPU, and lose a lot
+            # to thread synchronisation when the cores are shared
+            threads = 1 if (device.type == "cpu" and model_name in SMALL_MODELS) else None
+        if threads:
+            torch.set_num_threads(int(threads))
         net = MixNet(model)
         if needs == "features" and net.split is None:
             raise ConfigError(f"mix.name={cfg.mix.name!r} mixes feature maps, but model.name={model_name!r} "
