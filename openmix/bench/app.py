@@ -35,6 +35,28 @@ def _abs(path: str | None) -> str | None:
         return str(Path(path).resolve())
 
 
+def select_runs(runs, only) -> list:
+    """Keep the runs whose label (dataset/model/epochs/policy/seed) contains every ``/``-separated
+    part of one of the patterns in ``only`` (None: keep all). E.g. ``only=[digits/mixup]``."""
+    if only is None:
+        return list(runs)
+    if isinstance(only, str):
+        only = [only]
+    patterns = [str(p) for p in only]
+    if not patterns:
+        raise ValueError("only: got an empty list, expected label patterns such as 'digits/mixup'")
+
+    def keep(label: str) -> bool:
+        parts = label.split("/")
+        return any(all(piece in parts for piece in p.split("/")) for p in patterns)
+
+    kept = [r for r in runs if keep(r.label)]
+    if not kept:
+        raise ValueError(f"only: got {patterns}, which matches none of the suite's runs "
+                         f"(labels look like {runs[0].label!r})")
+    return kept
+
+
 def options_from_config(cfg: DictConfig) -> RunnerOptions:
     return RunnerOptions(
         db_path=_abs(cfg.db),
@@ -56,7 +78,8 @@ def options_from_config(cfg: DictConfig) -> RunnerOptions:
 def run(cfg: DictConfig) -> SuiteReport:
     """Run this job's shard of ``cfg.suite`` and, for a single job, render the leaderboard."""
     suite = load_suite(cfg.suite)
-    runs = shard_runs(suite.runs, int(cfg.shard), int(cfg.shards))
+    runs = select_runs(suite.runs, cfg.get("only"))
+    runs = shard_runs(runs, int(cfg.shard), int(cfg.shards))
     options = options_from_config(cfg)
     print(
         f"suite {suite.name}: {len(suite.runs)} runs, shard {cfg.shard}/{cfg.shards}: "

@@ -42,7 +42,7 @@ DEFAULT_HEADLINE = {"classification": "top1_median_last_k", "regression": "rmse_
 LOWER_IS_BETTER_PREFIXES = ("rmse", "mape", "nll", "ece", "mae", "mse")
 SUITE_KEYS = {
     "name", "description", "seeds", "seed_key", "epochs_key", "baseline", "headline", "common",
-    "datasets", "models", "policies", "not_applicable",
+    "datasets", "models", "policies", "not_applicable", "data_root",
 }
 
 
