@@ -166,3 +166,13 @@ def test_errors():
     plan = policy.plan(torch.randn(2, 3), torch.arange(2), num_stages=1)
     with pytest.raises(ValueError, match="feature maps"):
         policy.mix_features(torch.randn(2, 3), plan)
+
+
+def test_short_training_run(tmp_path):
+    """End to end through the trainer (openmix.train.app.train) on an embedded dataset."""
+    train_app = pytest.importorskip("openmix.train")
+    fast = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
+            "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8", "trainer.threads=1"]
+    cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=synthetic", "mix=alignmix", "mix.p_align=1.0"])
+    s = train_app.train(cfg)
+    assert s["where"] == "engine" and s["final"]["top1"] > 50

@@ -143,3 +143,23 @@ def test_errors_name_the_argument():
         pairing.sample_epoch(g)
     with pytest.raises(ValueError, match="mode='pair'"):
         openmix.build_policy("mixup", mode="pair", pairing={"name": "cmixup"})(torch.randn(4, 3), torch.randn(4))
+
+
+def test_short_training_run(tmp_path):
+    """End to end through the trainer (openmix.train.app.train) on an embedded dataset."""
+    train_app = pytest.importorskip("openmix.train")
+    fast = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
+            "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8", "trainer.threads=1"]
+    cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=diabetes", "mix=cmixup", "optim=adamw", "optim.lr=0.01"])
+    s = train_app.train(cfg)
+    assert s["task"] == "regression" and s["final"]["rmse"] < 120
+
+
+def test_short_training_run_cutmix_with_cmixup_pairing(tmp_path):
+    train_app = pytest.importorskip("openmix.train")
+    fast = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
+            "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8", "trainer.threads=1"]
+    cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=synthetic", "mix=cutmix",
+                                    "mix.pairing={name:cmixup,sigma:0.5}"])
+    s = train_app.train(cfg)
+    assert s["final"]["top1"] > 50

@@ -182,3 +182,13 @@ def test_errors():
         policy.check_loss(openmix.build_loss("ce"))
     policy.check_loss(openmix.build_loss("soft_ce"))
     assert policy.needs == "saliency"
+
+
+def test_short_training_run(tmp_path):
+    """End to end through the trainer (openmix.train.app.train) on an embedded dataset."""
+    train_app = pytest.importorskip("openmix.train")
+    fast = ["trainer.epochs=2", "trainer.batch_size=32", "trainer.progress=false", "trainer.summary=false",
+            "trainer.tensorboard=false", "trainer.last_k=2", "model.width=8", "trainer.threads=1"]
+    cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=synthetic", "mix=puzzlemix"])
+    s = train_app.train(cfg)
+    assert s["where"] == "engine" and s["final"]["top1"] > 50
