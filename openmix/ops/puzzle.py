@@ -329,7 +329,7 @@ def solve_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor,
     Grids with at most 4096 labellings (2 x 2) are enumerated exactly. Larger grids:
 
     1. the exact convex relaxation (see ``_relaxed_labelling``) is minimised by a fixed number of
-       primal-dual iterations (``iters``; default ``max(30, 6 n)``);
+       primal-dual iterations (``iters``; default ``max(24, 4 n)``);
     2. the relaxed levels are thresholded at 0.1, 0.3, 0.5, 0.7 and 0.9 and the labelling with
        the lowest energy is kept per sample (at convergence any threshold is optimal);
     3. ``polish_sweeps`` sweeps of exact chain-wise block-coordinate descent (never increase the
@@ -345,7 +345,7 @@ def solve_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor,
         raise ValueError(f"unary must have L = 2 or 3 labels in its last dimension, got {n_labels}")
     if n_labels ** (n * n) <= 4096:
         return _exhaustive(unary, wv, wh)
-    iters = max(30, 6 * n) if iters < 0 else iters
+    iters = max(24, 4 * n) if iters < 0 else iters
     levels = _relaxed_labelling(unary, wv, wh, iters, theta=10.0 if n_labels == 3 else 1.0)
     best, best_energy = None, None
     for t in (0.1, 0.3, 0.5, 0.7, 0.9):

@@ -85,3 +85,69 @@ def solve_labelling_exact(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tenso
     h = wh.detach().double().cpu().numpy()
     out = np.stack([solve_labelling_exact_one(u[i], v[i], h[i]) for i in range(u.shape[0])])
     return torch.from_numpy(out).to(unary.device)
+
+
+def solve_labelling_swap_one(unary: np.ndarray, wv: np.ndarray, wh: np.ndarray, max_cycles: int = 5) -> np.ndarray:
+    """The authors' algorithm for one sample: alpha-beta swap (as ``gco.cut_grid_graph(...,
+    algorithm='swap')``), every swap move an exact binary min-cut with PyMaxflow, cycling over the
+    label pairs until no move lowers the energy. Starts from the per-block unary minimum.
+    unary: (n, n, L); wv: (n-1, n); wh: (n, n-1) -> labels (n, n) int64 (a local minimum for L = 3)."""
+    maxflow = _import_maxflow()
+    n, _, n_labels = unary.shape
+    u = unary.reshape(n * n, n_labels).astype(np.float64)
+    (vp, vq), (hp, hq) = _grid_edges(n)
+    p = np.concatenate([vp, hp])
+    q = np.concatenate([vq, hq])
+    w = np.concatenate([wv.ravel(), wh.ravel()]).astype(np.float64)
+    v = np.linspace(0.0, 1.0, n_labels)
+    dist = (v[:, None] - v[None, :]) ** 2
+    labels = u.argmin(1)
+
+    def energy(lab):
+        return u[np.arange(n * n), lab].sum() + (w * dist[lab[p], lab[q]]).sum()
+
+    best = energy(labels)
+    for _ in range(max_cycles):
+        improved = False
+        for a in range(n_labels):
+            for b in range(a + 1, n_labels):
+                active = (labels == a) | (labels == b)
+                if not active.any():
+                    continue
+                nodes = np.flatnonzero(active)
+                local = -np.ones(n * n, dtype=np.int64)
+                local[nodes] = np.arange(nodes.size)
+                # unary of taking a (segment 0) or b (segment 1), edges to fixed neighbours folded in
+                cost_a = u[nodes, a].copy()
+                cost_b = u[nodes, b].copy()
+                for s, t in ((p, q), (q, p)):
+                    sel = active[s] & ~active[t]
+                    np.add.at(cost_a, local[s[sel]], w[sel] * dist[a, labels[t[sel]]])
+                    np.add.at(cost_b, local[s[sel]], w[sel] * dist[b, labels[t[sel]]])
+                both = active[p] & active[q]
+                g = maxflow.Graph[float]()
+                ids = g.add_nodes(nodes.size)
+                lin = cost_b - cost_a
+                g.add_grid_tedges(ids, np.maximum(lin, 0), np.maximum(-lin, 0))
+                pw = w[both] * dist[a, b]
+                g.add_edges(local[p[both]], local[q[both]], pw, pw)
+                g.maxflow()
+                seg = g.get_grid_segments(ids)
+                proposal = labels.copy()
+                proposal[nodes] = np.where(seg, b, a)
+                e = energy(proposal)
+                if e < best - 1e-12:
+                    labels, best, improved = proposal, e, True
+        if not improved:
+            break
+    return labels.reshape(n, n).astype(np.int64)
+
+
+def solve_labelling_swap(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor) -> torch.Tensor:
+    """Per-sample alpha-beta swap on the CPU (the authors' per-sample graph-cut loop).
+    unary (B, n, n, L), wv (B, n-1, n), wh (B, n, n-1) -> labels (B, n, n) long."""
+    u = unary.detach().double().cpu().numpy()
+    v = wv.detach().double().cpu().numpy()
+    h = wh.detach().double().cpu().numpy()
+    out = np.stack([solve_labelling_swap_one(u[i], v[i], h[i]) for i in range(u.shape[0])])
+    return torch.from_numpy(out).to(unary.device)

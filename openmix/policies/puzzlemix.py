@@ -40,7 +40,7 @@ class PuzzleMix(MixPolicy):
             they are smaller or not a multiple of it. ``-1``: always the label grid.
         mean, std: per-channel normalisation of ``x`` (sequences of C numbers), undone for the data
             smoothness term, which the authors compute on [0, 1] pixels. None: ``x`` as given.
-        solver_iters: primal-dual iterations of the labelling solver (-1: ``max(30, 6 n)``).
+        solver_iters: primal-dual iterations of the labelling solver (-1: ``max(24, 4 n)``).
         mode, p, pairing, stop_epoch, seed, inplace: see ``MixPolicy``. ``mode="batch"`` (the
             authors') draws one λ₀ per batch; "elem"/"pair" per row/pair. The grid is per batch.
     """
