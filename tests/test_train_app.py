@@ -126,6 +126,7 @@ def test_regression_run(tmp_path):
     (["data=synthetic", "trainer.batch_size=1000"], r"batch_size=1000 is larger.*256 samples"),
     (["data=synthetic", "mix.where=gpu"], r"mix.where must be"),
     (["data=sine1d", "model=small_cnn"], r"small_cnn needs image inputs"),
+    (["data=synthetic", "loss=ce"], r"loss.name='ce' uses only each row's own label.*soft_ce"),
 ])
 def test_bad_input_fails_before_training(tmp_path, overrides, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -138,3 +139,16 @@ def test_feature_policy_with_unsplittable_model_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "split_model", lambda model: None)
     with pytest.raises(ConfigError, match="cannot be split into stages.*use a model"):
         run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features")
+
+
+@pytest.mark.parametrize("policy", ["puzzlemix", "alignmix", "manifoldmix"])
+def test_dynamic_policies_plug_in(tmp_path, policy):
+    if policy not in openmix.list_policies():
+        pytest.skip(f"{policy} not registered")
+    s = run(tmp_path, "data=synthetic", f"mix={policy}", "trainer.epochs=1")
+    assert s["policy"] == policy and s["where"] == "engine" and s["final"]["top1"] >= 0
+
+
+def test_cmixup_regression(tmp_path):
+    s = run(tmp_path, "data=sine1d", "mix=cmixup", "trainer.epochs=1")
+    assert s["task"] == "regression" and s["loss"] == "mse"

@@ -99,12 +99,16 @@ def _policy_kwargs(cfg_mix: DictConfig) -> dict:
     return kwargs
 
 
-def _build_policy(cfg: DictConfig, rank: int):
+def _build_policy(cfg: DictConfig, rank: int, bundle):
     import openmix
     name = cfg.mix.name
     if name not in openmix.list_policies():
         raise ValueError(f"unknown policy mix.name={name!r}; choose one of {openmix.list_policies()}")
     kwargs = _policy_kwargs(cfg.mix)
+    # policies that compare pixels on [0, 1] (PuzzleMix) get the dataset's normalisation if unset
+    if ("mean" in kwargs and "std" in kwargs and kwargs["mean"] is None and kwargs["std"] is None
+            and bundle.mean is not None):
+        kwargs["mean"], kwargs["std"] = list(bundle.mean), list(bundle.std)
     # the policy's own generator (saliency/feature policies) differs per rank
     kwargs["seed"] = int(kwargs.get("seed") if kwargs.get("seed") is not None else cfg.seed) * 1024 + rank
     return openmix.build_policy(name, **kwargs)
@@ -234,8 +238,18 @@ def train(cfg: DictConfig) -> dict:
                               f"{data_name!r} ({n_train} samples{f', {per_rank} per rank' if dist_info.enabled else ''}); "
                               f"set trainer.batch_size <= {per_rank}")
         loss_name, loss_fn = _build_loss(cfg, task, data_name)
-        policy = _build_policy(cfg, dist_info.rank)
+        policy = _build_policy(cfg, dist_info.rank, bundle)
         needs = getattr(policy, "needs", "input")
+        if hasattr(policy, "check_loss"):
+            try:
+                policy.check_loss(loss_fn)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"mix.name={cfg.mix.name!r} with loss.name={loss_name!r}: {exc}") from exc
+        if (task == "classification" and cfg.mix.name != "vanilla"
+                and not getattr(loss_fn, "needs_soft_targets", True)):
+            raise ConfigError(f"loss.name={loss_name!r} uses only each row's own label, so mix.name="
+                              f"{cfg.mix.name!r} would lose the partner's share; use loss=soft_ce (or bce, decoupled), "
+                              f"or mix=vanilla")
         _check_policy_on_batch(policy, cfg.mix.name, (batch_size, *bundle.input_shape), task, bundle.num_classes,
                                data_name)
 
