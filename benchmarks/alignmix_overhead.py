@@ -1,0 +1,148 @@
+"""AlignMix overhead per training step against a vanilla step. A measurement, not a test.
+
+    python benchmarks/alignmix_overhead.py                    # ResNet-18 (CIFAR stem), 128x3x32x32
+    python benchmarks/alignmix_overhead.py --device cuda --repeats 20
+    python benchmarks/alignmix_overhead.py --quick            # small CNN
+
+Steps timed (forward + backward + SGD update, median of ``--repeats``):
+  * vanilla: the model on the clean batch;
+  * align: AlignMix forced to align the last feature map (p_align = 1: the Sinkhorn step runs
+    every iteration; the worst case);
+  * alignmix: the authors' setting (p_align = 0.5: input mixup or alignment, drawn per step);
+  * sinkhorn: the alignment alone (cost, Sinkhorn, mixing) on the last feature map.
+Overhead = step / vanilla - 1. Prints a table and writes JSON (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import openmix  # noqa: E402
+from openmix.policies.alignmix import AlignMix  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Split(nn.Module):
+    """stages + head, with an optional mixing hook after stage k (like the engine's MixNet)."""
+
+    def __init__(self, stages, head):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.head = head
+
+    def forward(self, x, stage=0, mix=None):
+        for k, s in enumerate(self.stages, start=1):
+            x = s(x)
+            if mix is not None and k == stage:
+                x = mix(x)
+        return self.head(x)
+
+
+def resnet18_split(num_classes=100):
+    import torchvision
+    net = torchvision.models.resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1)
+    return Split([stem, net.layer2, net.layer3, net.layer4],
+                 nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), net.fc))
+
+
+def small_split(num_classes=100):
+    return Split([nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU()),
+                  nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()),
+                  nn.Sequential(nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU()),
+                  nn.Sequential(nn.Conv2d(128, 256, 3, stride=2, padding=1), nn.ReLU())],
+                 nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "alignmix_overhead.json"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = (small_split() if args.quick else resnet18_split()).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = openmix.build_loss("soft_ce")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
+    y = torch.randint(0, 100, (args.batch,), generator=g).to(device)
+    n_stages = len(model.stages)
+
+    def step(policy):
+        if policy is None:
+            mb, out = openmix.MixedBatch(x=x, y=y, index=torch.arange(args.batch, device=device),
+                                         lam=torch.ones(args.batch, device=device)), model(x)
+        else:
+            plan = policy.plan(x, y, num_stages=n_stages)
+            if plan.stage == 0:
+                xm = plan.mix_input(x)
+                out, mb = model(xm), plan.batch(xm, y)
+            else:
+                out = model(x, stage=plan.stage, mix=lambda h: policy.mix_features(h, plan))
+                mb = plan.batch(x, y)
+        loss = loss_fn(out, mb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    align_always = AlignMix(p_align=1.0, seed=0)
+    authors = AlignMix(seed=0)
+    with torch.no_grad():
+        h = x
+        for s in model.stages:
+            h = s(h)
+    plan = align_always.plan(x, y, num_stages=n_stages)
+    reps = 2 if args.quick else args.repeats
+    t_vanilla = timed(lambda: step(None), device, reps)
+    t_align = timed(lambda: step(align_always), device, reps)
+    t_authors = timed(lambda: step(authors), device, reps * 2)
+    t_sinkhorn = timed(lambda: align_always.mix_features(h, plan), device, reps * 2)
+    row = {"device": str(device), "threads": torch.get_num_threads(),
+           "model": "small-cnn" if args.quick else "resnet18-cifar", "batch": f"{args.batch}x3x32x32",
+           "feature_map": list(h.shape[1:]), "vanilla_ms": t_vanilla * 1e3, "align_every_step_ms": t_align * 1e3,
+           "alignmix_p0.5_ms": t_authors * 1e3, "alignment_only_ms": t_sinkhorn * 1e3,
+           "overhead_align_every_step": t_align / t_vanilla - 1, "overhead_alignmix_p0.5": t_authors / t_vanilla - 1,
+           "alignment_over_vanilla": t_sinkhorn / t_vanilla}
+    for k, v in row.items():
+        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(row, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""PuzzleMix speed: mixing time per batch against per-sample CPU graph cuts, and the train step
+as a ratio of the vanilla step. A measurement, not a test.
+
+    python benchmarks/puzzlemix_speed.py                      # CPU, both input sizes, all grids
+    python benchmarks/puzzlemix_speed.py --device cuda --repeats 20
+    python benchmarks/puzzlemix_speed.py --quick              # fewer repeats, smaller step model
+
+Part 1 - mixing time per batch (the saliency pass excluded), per grid size n and averaged over
+the authors' uniform draw of n in {2, 4, 8, 16}, at 128x3x32x32 and 64x3x224x224:
+  * ours: ``PuzzleMix.apply`` (costs, batched labelling, transport, mix) on ``--device``;
+  * baseline "swap": the same costs and transport, the labelling solved per sample on the CPU
+    with alpha-beta swap moves, each an exact PyMaxflow min-cut (the authors' gco algorithm);
+  * baseline "exact": the same, one exact PyMaxflow min-cut per sample (Ishikawa graph).
+Part 2 - train step (ResNet-18, CIFAR stem, 100 classes, SGD) on 128x3x32x32: vanilla step,
+saliency pass, labelling + transport, and the whole PuzzleMix step.
+
+Prints tables and writes JSON (``--out``, default benchmarks/results/puzzlemix_speed.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from openmix.ops import puzzle as ops  # noqa: E402
+from openmix.policies.puzzlemix import PuzzleMix  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def make_batch(b: int, size: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = F.interpolate(torch.rand(b, 3, 8, 8, generator=g), size=(size, size), mode="bilinear", align_corners=False)
+    x = (x + 0.1 * torch.rand(b, 3, size, size, generator=g)).clamp(0, 1)
+    s = F.interpolate(torch.rand(b, 1, 6, 6, generator=g) ** 3, size=(size, size), mode="bilinear",
+                      align_corners=False).squeeze(1)
+    y = torch.randint(0, 100, (b,), generator=g)
+    return x.to(device), y.to(device), s.to(device)
+
+
+def baseline_mix(policy: PuzzleMix, x, s, params, solver):
+    """PuzzleMix.apply with the labelling replaced by a per-sample CPU solver (round trip included)."""
+    b, c, h, w = x.shape
+    n = params["grid"].shape[1]
+    index, lam0 = params["index"], params["lam"]
+    sal_block = ops.block_saliency(s, n)
+    dv, dh = ops.boundary_differences(x, index, n, policy.neigh_size)
+    unary, wv, wh = ops.labelling_costs(sal_block, sal_block[index], dv, dh, lam0.clamp(1e-6, 1 - 1e-6),
+                                        policy.n_labels, policy.beta, policy.gamma, policy.eta)
+    labels = solver(unary, wv, wh).to(x.device)              # .cpu() inside: the authors' round trip
+    block_mask = labels.to(x.dtype) / (policy.n_labels - 1)
+    own, partner = x, x.index_select(0, index)
+    t = policy.transport_grid(n, h, w)
+    f = t // n
+    mask_t = block_mask.repeat_interleave(f, 1).repeat_interleave(f, 2)
+    sal_t = ops.block_saliency(s, t) if t != n else sal_block
+    own = ops.move_blocks(own, ops.transport_order(mask_t > 0, sal_t, policy.t_eps), t)
+    partner = ops.move_blocks(partner, ops.transport_order(mask_t < 1, sal_t[index], policy.t_eps), t)
+    mask = block_mask.repeat_interleave(h // n, 1).repeat_interleave(w // n, 2).unsqueeze(1)
+    return torch.lerp(partner, own, mask)
+
+
+def mixing_table(device, repeats: int, sizes, grids):
+    from openmix.ops.puzzle_reference import solve_labelling_exact, solve_labelling_swap
+    rows = []
+    for b, size in sizes:
+        x, y, s = make_batch(b, size, device)
+        for n in grids:
+            policy = PuzzleMix(grid_sizes=(n,), t_size=4 if size <= 64 else -1, seed=0)
+            g = torch.Generator(device="cpu").manual_seed(0)
+            params = policy.sample_params(x.shape, g, y)
+            params = {k: v.to(device) for k, v in params.items()}
+            ours = timed(lambda: policy.apply(x, params, saliency=s), device, repeats)
+            swap = timed(lambda: baseline_mix(policy, x, s, params, solve_labelling_swap), device,
+                         max(1, repeats // 2))
+            exact = timed(lambda: baseline_mix(policy, x, s, params, solve_labelling_exact), device,
+                          max(1, repeats // 2))
+            # the labelling alone, on the same problems
+            sal_block = ops.block_saliency(s, n)
+            dv, dh = ops.boundary_differences(x, params["index"], n, policy.neigh_size)
+            costs = ops.labelling_costs(sal_block, sal_block[params["index"]], dv, dh,
+                                        params["lam"].clamp(1e-6, 1 - 1e-6), policy.n_labels)
+            lab_ours = timed(lambda: ops.solve_labelling(*costs), device, repeats)
+            lab_swap = timed(lambda: solve_labelling_swap(*costs), device, max(1, repeats // 2))
+            lab_exact = timed(lambda: solve_labelling_exact(*costs), device, max(1, repeats // 2))
+            rows.append({"batch": f"{b}x3x{size}x{size}", "grid": n, "ours_ms": ours * 1e3,
+                         "label_ours_ms": lab_ours * 1e3, "label_swap_ms": lab_swap * 1e3,
+                         "label_exact_ms": lab_exact * 1e3,
+                         "swap_baseline_ms": swap * 1e3, "exact_baseline_ms": exact * 1e3,
+                         "speedup_vs_swap": swap / ours, "speedup_vs_exact": exact / ours})
+        part = [r for r in rows if r["batch"] == f"{b}x3x{size}x{size}"]
+        mean = {k: statistics.mean(r[k] for r in part) for k in ("ours_ms", "swap_baseline_ms", "exact_baseline_ms",
+                                                                  "label_ours_ms", "label_swap_ms", "label_exact_ms")}
+        rows.append({"batch": f"{b}x3x{size}x{size}", "grid": "mean(2,4,8,16)", **mean,
+                     "speedup_vs_swap": mean["swap_baseline_ms"] / mean["ours_ms"],
+                     "speedup_vs_exact": mean["exact_baseline_ms"] / mean["ours_ms"]})
+    return rows
+
+
+def cifar_resnet18(num_classes: int = 100):
+    import torchvision
+    net = torchvision.models.resnet18(num_classes=num_classes)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    return net
+
+
+def step_table(device, repeats: int, batch: int, quick: bool):
+    import openmix
+    from openmix.train.engine import input_saliency
+    import contextlib
+    torch.manual_seed(0)
+    model = cifar_resnet18().to(device) if not quick else torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 100)).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = openmix.build_loss("soft_ce")
+    x, y, _ = make_batch(batch, 32, device)
+    policy = PuzzleMix(seed=0)
+    vanilla = openmix.build_policy("vanilla")
+
+    def train_on(mb):
+        out = model(mb.x)
+        loss = loss_fn(out, mb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    gen = torch.Generator().manual_seed(0)
+    saliency = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+    t_vanilla = timed(lambda: train_on(vanilla(x, y)), device, repeats)
+    t_saliency = timed(lambda: input_saliency(model, x, y, "classification", contextlib.nullcontext), device, repeats)
+    t_mix = timed(lambda: policy(x, y, generator=gen, saliency=saliency), device, repeats * 2)
+
+    def puzzle_step():
+        s = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+        train_on(policy(x, y, generator=gen, saliency=s))
+
+    t_step = timed(puzzle_step, device, repeats)
+    return {"model": "resnet18-cifar" if not quick else "small-cnn", "batch": f"{batch}x3x32x32",
+            "vanilla_step_ms": t_vanilla * 1e3, "saliency_pass_ms": t_saliency * 1e3,
+            "labelling_and_transport_ms": t_mix * 1e3, "puzzlemix_step_ms": t_step * 1e3,
+            "mix_over_vanilla": t_mix / t_vanilla, "step_over_vanilla": t_step / t_vanilla}
+
+
+def print_table(rows, keys):
+    widths = [max(len(k), *(len(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])) for r in rows)) for k in keys]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for r in rows:
+        print("  ".join((f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])).ljust(w) for k, w in zip(keys, widths)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, a small CNN for the step ratio")
+    ap.add_argument("--skip-step", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "puzzlemix_speed.json"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    repeats = 2 if args.quick else args.repeats
+    result = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    print(f"PuzzleMix mixing time per batch ({device}, {torch.get_num_threads()} threads; saliency excluded)")
+    rows = mixing_table(device, repeats, [(128, 32), (64, 224)], (2, 4, 8, 16))
+    print_table(rows, ["batch", "grid", "ours_ms", "swap_baseline_ms", "exact_baseline_ms", "speedup_vs_swap",
+                       "speedup_vs_exact", "label_ours_ms", "label_swap_ms", "label_exact_ms"])
+    result["mixing"] = rows
+    if not args.skip_step:
+        print("\nPuzzleMix train step vs vanilla")
+        step = step_table(device, repeats, 128, args.quick)
+        print_table([step], list(step))
+        result["step"] = step
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
