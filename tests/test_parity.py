@@ -160,3 +160,19 @@ def test_pairings_match_the_peers():
     assert sorted(perm.tolist()) == list(range(7))
     match = openmix.build_pairing("random")(7, g, involution=True)
     assert torch.equal(match[match], torch.arange(7)) and int((match == torch.arange(7)).sum()) == 1
+
+
+def test_top_k_mask_is_exact_with_ties_and_matches_a_sort():
+    from openmix.ops.fourier import rank_mask, top_k_mask
+    g = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 5, (6, 40), generator=g).float()      # many ties
+    k = torch.tensor([0, 1, 7, 20, 39, 40])
+    mask = top_k_mask(values, k)
+    assert torch.equal(mask.sum(1), k.float())
+    for i in range(6):   # every chosen value is >= every value left out
+        chosen, left = values[i][mask[i] == 1], values[i][mask[i] == 0]
+        if len(chosen) and len(left):
+            assert chosen.min() >= left.max()
+    continuous = torch.randn(6, 40, generator=g)
+    zero_soft = torch.zeros(6, dtype=torch.long)
+    assert torch.equal(top_k_mask(continuous, k), rank_mask(continuous, k, zero_soft))

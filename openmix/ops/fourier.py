@@ -1,7 +1,7 @@
 """FMix's low-frequency images and exact top-k binarisation."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -32,14 +32,39 @@ def low_frequency_image(noise: torch.Tensor, spatial: Sequence[int], decay_power
     return torch.fft.irfftn(spectrum, s=tuple(spatial), dim=dims)
 
 
-def rank_mask(values: torch.Tensor, k: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Per row, 1 on exactly the ``k`` largest values, 0 elsewhere (ties broken by position).
+
+    values: (B, N) float, finite; k: (B,) long in [0, N]. Returns (B, N) in values' dtype.
+    A selection (``kthvalue``, linear time) instead of a sort: each row is padded with
+    ``K - k`` +inf and ``k`` -inf entries (K = max k) so that one common rank finds every row's
+    own k-th largest value.
+    """
+    batch, n = values.shape
+    # the width K needs a host read; on an accelerator use the always-valid K = N instead
+    width = int(k.max()) if values.device.type == "cpu" else n
+    if width == 0:
+        return torch.zeros_like(values)
+    cols = torch.arange(width, device=values.device).unsqueeze(0)
+    pad = torch.where(cols < (width - k).unsqueeze(1), float("inf"), float("-inf")).to(values.dtype)
+    threshold = torch.kthvalue(torch.cat((values, pad), dim=1), n + 1, dim=1).values.unsqueeze(1)
+    above = values > threshold
+    missing = (k - above.sum(dim=1)).unsqueeze(1)        # how many ties at the threshold to take
+    tied = values == threshold
+    take = tied & (torch.cumsum(tied, dim=1) <= missing)
+    return (above | take).to(values.dtype)
+
+
+def rank_mask(values: torch.Tensor, k: torch.Tensor, soft: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per row, 1 on the ``k`` largest values and 0 elsewhere, with an optional soft border.
 
-    values: (B, N) float; k: (B,) long in [0, N]; soft: (B,) long >= 0 with ``soft <= min(k, N-k)``.
-    With ``soft > 0`` the ranks ``k-soft .. k+soft-1`` fall linearly from 1 to 0, which keeps the
+    values: (B, N) float; k: (B,) long in [0, N]; soft: None or (B,) long >= 0 with ``soft <= min(k, N-k)``.
+    Without a soft border this is ``top_k_mask``. With ``soft > 0`` the ranks ``k-soft .. k+soft-1`` fall linearly from 1 to 0, which keeps the
     row sum at exactly ``k``. Returns (B, N) in values' dtype; each row sums to ``k``.
     """
     batch, n = values.shape
+    if soft is None:
+        return top_k_mask(values, k)
     order = torch.argsort(values, dim=1, descending=True)
     rank = torch.arange(n, device=values.device).unsqueeze(0)            # (1, N)
     k, soft = k.unsqueeze(1), soft.unsqueeze(1)

@@ -46,7 +46,9 @@ class FMix(MixPolicy):
         lam = lam.to(torch.float64)
         scaled = lam * n
         k = torch.where(round_up, torch.ceil(scaled), torch.floor(scaled)).long()
-        soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
+        soft = None
+        if self.max_soft > 0:
+            soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
         image = low_frequency_image(noise.float(), spatial, self.decay_power)
         mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
         mask = mask.view(-1, 1, *spatial).to(x.dtype).expand(batch, 1, *spatial)
