@@ -120,7 +120,7 @@ def test_suite_runs_records_and_skips_on_rerun(tmp_path):
     assert row["seconds_per_epoch"] == 0.5 and row["device"] == "cpu"
     assert row["config"]["mix"]["alpha"] == 0.2 and "out_dir" not in row["config"]["trainer"]
     assert Path(row["history_path"]).is_file() and row["history"] == [{"epoch": 0, "top1": 56.0}]
-    # re-run: everything skipped; an interrupted suite resumes (delete one row, re-run)
+    # re-run: everything skipped; forced: run again, still one row per run
     again = run_suite(suite, list(suite.runs), options, log=lambda s: None)
     assert len(again.skipped) == 4 and not again.ran
     forced = run_suite(suite, list(suite.runs[:1]), _options(tmp_path, force=True),
@@ -227,3 +227,39 @@ def test_launcher_configs_compose(launcher, target):
     assert cfg.hydra.sweeper.params.shard == "range(0,4)"
     if launcher == "local":
         assert cfg.hydra.launcher.n_jobs == 4
+
+
+def test_only_selects_runs_by_label_parts():
+    from openmix.bench.app import select_runs
+
+    runs = _suite(seeds=[0, 1]).runs
+    assert [r.label for r in select_runs(runs, ["mixup/seed1"])] == ["fake/m/mixup/seed1"]
+    assert len(select_runs(runs, ["vanilla", "seed0"])) == 3
+    assert len(select_runs(runs, None)) == 4
+    with pytest.raises(ValueError, match="only: got \\['cutmix'\\]"):
+        select_runs(runs, ["cutmix"])
+
+
+_CALLS = {"n": 0, "interrupt_at": None}
+
+
+def counting_train(cfg):
+    _CALLS["n"] += 1
+    if _CALLS["n"] == _CALLS["interrupt_at"]:
+        raise KeyboardInterrupt  # the user presses Ctrl-C during the third run
+    return fake_train(cfg)
+
+
+def test_an_interrupted_suite_resumes_where_it_stopped(tmp_path):
+    suite = _suite(seeds=[0, 1])
+    options = _options(tmp_path, train_fn=counting_train, isolation="inprocess")
+    _CALLS.update(n=0, interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, list(suite.runs), options, log=lambda s: None)
+    db = ResultsDB(options.db_path)
+    assert db.count() == 2  # the two finished runs were committed
+    _CALLS.update(n=0, interrupt_at=None)
+    report = run_suite(suite, list(suite.runs), options, log=lambda s: None)
+    assert report.skipped == [r.label for r in suite.runs[:2]]
+    assert report.ran == [r.label for r in suite.runs[2:]]
+    assert db.count() == 4 and _CALLS["n"] == 2
