@@ -152,3 +152,14 @@ def test_dynamic_policies_plug_in(tmp_path, policy):
 def test_cmixup_regression(tmp_path):
     s = run(tmp_path, "data=sine1d", "mix=cmixup", "trainer.epochs=1")
     assert s["task"] == "regression" and s["loss"] == "mse"
+
+
+@pytest.mark.parametrize("where,model", [("collate", "small_cnn"), ("device", "resnet18")])
+def test_cifar_files_end_to_end(tmp_path, where, model):
+    """uint8 CIFAR batches: mixed in the collate (uint8 fast path) or on the device, then normalised."""
+    from test_train_data import _write_cifar10
+    _write_cifar10(tmp_path / "data", n_per_batch=8)
+    s = run(tmp_path, "data=cifar10", f"data.root={tmp_path / 'data'}", f"model.name={model}", "mix=cutmix",
+            f"mix.where={where}", "trainer.epochs=1", "trainer.batch_size=8", "model.width=null")
+    assert s["dataset"] == "cifar10" and s["model"] == model and s["history"][0]["train_samples"] == 40
+    assert s["info"]["input_shape"] == [3, 32, 32]
