@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["train", "main", "compose_config", "CONFIG_DIR", "ConfigError"]
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# the repository's configs/ (an editable install); OPENMIX_CONFIG_DIR points elsewhere
+CONFIG_DIR = Path(os.environ.get("OPENMIX_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs")
 ENGINE_MIX_KEYS = ("where",)          # mix config keys for the engine, not the policy constructor
 CHECKPOINT_FORMAT = "openmix-checkpoint"
 
@@ -477,6 +478,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
 def main() -> None:
     """Console script ``openmix-train`` / ``python -m openmix.train``."""
     import hydra
+    if not (CONFIG_DIR / "train.yaml").is_file():
+        raise SystemExit(f"openmix-train: error: no train.yaml in {CONFIG_DIR}; run from an editable install of the "
+                         f"openmix repository (pip install -e .) or set OPENMIX_CONFIG_DIR to its configs/ folder")
     if int(os.environ.get("RANK", "0")) > 0:
         # DDP ranks > 0 write nothing: no .hydra/ folder, no log file
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
