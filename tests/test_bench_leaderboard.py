@@ -108,3 +108,20 @@ def test_errors_name_the_argument(tmp_path):
         render_leaderboard(tmp_path / "r.db", "nope", tmp_path / "out")
     with pytest.raises(ValueError, match="db: got"):
         render_leaderboard(tmp_path / "missing.db", "tiny", tmp_path / "out")
+
+
+def test_readme_section_is_replaced_between_markers(tmp_path):
+    _fill(tmp_path / "r.db")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- openmix-leaderboard:tiny -->\nold\n"
+                      "<!-- /openmix-leaderboard:tiny -->\n\nafter\n")
+    main(["--db", str(tmp_path / "r.db"), "--suite", "tiny", "--out", str(tmp_path / "docs"),
+          "--readme", str(readme)])
+    text = readme.read_text()
+    assert "\nold\n" not in text and text.startswith("# x\n") and text.endswith("\n\nafter\n")
+    assert "### Leaderboard: tiny" in text and "![tiny leaderboard](docs/tiny.png)" in text
+    assert "--readme" in text and "| mixup |" in text
+    bare = tmp_path / "BARE.md"
+    bare.write_text("no markers\n")
+    with pytest.raises(ValueError, match="lacks the markers"):
+        render_leaderboard(tmp_path / "r.db", "tiny", tmp_path / "docs", readme=bare)

@@ -94,11 +94,12 @@ def run(cfg: DictConfig) -> SuiteReport:
             flush=True,
         )
     if cfg.leaderboard_dir and int(cfg.shards) == 1 and not options.dry_run:
-        from .leaderboard import render_leaderboard
+        from .leaderboard import default_command, render_leaderboard
 
         written = render_leaderboard(
             options.db_path, suite.name, _abs(cfg.leaderboard_dir),
             baseline=suite.baseline, headline=dict(suite.headline),
+            command=default_command(cfg.db, suite.name, cfg.leaderboard_dir),
         )
         for path in written:
             print(f"wrote {path}")

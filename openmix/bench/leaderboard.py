@@ -250,8 +250,10 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(entries: Sequence[Entry], suite: str, command: str | None = None,
-                    image: str | None = None, failed: int = 0) -> str:
-    lines = [f"## Leaderboard: {_md_cell(suite)}", ""]
+                    image: str | None = None, failed: int = 0, level: int = 2) -> str:
+    """Markdown: a title at heading ``level``, the command, the chart, one table per panel."""
+    h1, h2 = "#" * level, "#" * (level + 1)
+    lines = [f"{h1} Leaderboard: {_md_cell(suite)}", ""]
     lines.append(
         "Mean ± standard deviation over seeds; the best mean of each table is in bold. "
         "Time per epoch is relative to the baseline on the same dataset and model."
@@ -264,7 +266,7 @@ def render_markdown(entries: Sequence[Entry], suite: str, command: str | None = 
         lines += ["", f"![{_md_cell(suite)} leaderboard]({image})"]
     for panel in _panels(entries):
         e0 = panel[0]
-        lines += ["", f"### {_md_cell(panel_title(e0))} ({e0.task})", ""]
+        lines += ["", f"{h2} {_md_cell(panel_title(e0))} ({e0.task})", ""]
         header, rows = table_rows(panel)
         best = _best(panel)
         lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
@@ -422,10 +424,31 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
-def default_command(db: Sequence[str] | str, suite: str, out: str) -> str:
+def readme_markers(suite: str) -> tuple[str, str]:
+    return f"<!-- openmix-leaderboard:{suite} -->", f"<!-- /openmix-leaderboard:{suite} -->"
+
+
+def update_readme(readme: str | os.PathLike, suite: str, markdown: str) -> Path:
+    """Replace the text between the suite's two markers in ``readme`` with ``markdown``."""
+    path = Path(readme)
+    if not path.is_file():
+        raise ValueError(f"readme: got {str(path)!r}, which does not exist")
+    text = path.read_text(encoding="utf-8")
+    start, end = readme_markers(suite)
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"readme: got {str(path)!r}, which lacks the markers {start} ... {end} "
+                         "(put them where the leaderboard goes)")
+    new = text[: i + len(start)] + "\n" + markdown + text[j:]
+    return write_atomic(path, new)
+
+
+def default_command(db: Sequence[str] | str, suite: str, out: str,
+                    readme: str | None = None) -> str:
     dbs = [db] if isinstance(db, (str, os.PathLike)) else list(db)
     db_args = " ".join(f"--db {d}" for d in dbs)
-    return f"openmix-leaderboard {db_args} --suite {suite} --out {out}"
+    extra = f" --readme {readme}" if readme else ""
+    return f"openmix-leaderboard {db_args} --suite {suite} --out {out}{extra}"
 
 
 def render_leaderboard(
@@ -435,8 +458,10 @@ def render_leaderboard(
     baseline: str | None = "vanilla",
     headline: dict | None = None,
     command: str | None = None,
+    readme: str | os.PathLike | None = None,
 ) -> list[Path]:
-    """Read ``suite`` from one or more databases and write <suite>.md/.csv/.png/.html."""
+    """Read ``suite`` from one or more databases and write <suite>.md/.csv/.png/.html (and the
+    Markdown between the suite's markers in ``readme``, if given)."""
     dbs = [db] if isinstance(db, (str, os.PathLike)) else list(db)
     if not dbs:
         raise ValueError("db: got no database paths, expected at least one")
@@ -464,6 +489,11 @@ def render_leaderboard(
                                                          failed=len(failed))),
         write_atomic(out / f"{stem}.html", render_html(entries, suite, png, command, failed)),
     ]
+    if readme is not None:
+        image = os.path.relpath(out / f"{stem}.png", Path(readme).resolve().parent)
+        section = render_markdown(entries, suite, command, Path(image).as_posix(),
+                                  failed=len(failed), level=3)
+        written.append(update_readme(readme, suite, section))
     return written
 
 
@@ -479,14 +509,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="leaderboard", help="output directory")
     parser.add_argument("--baseline", default="vanilla",
                         help="policy label that costs are relative to (default vanilla)")
+    parser.add_argument("--readme", default=None,
+                        help="also write the tables into this Markdown file, between the lines "
+                        "<!-- openmix-leaderboard:SUITE --> and <!-- /openmix-leaderboard:SUITE -->")
     parser.add_argument("--command", default=None,
                         help="regenerate command shown in the page (default: this command)")
     args = parser.parse_args(argv)
     dbs = args.db or ["results.db"]
-    command = args.command or default_command(dbs, args.suite, args.out)
+    command = args.command or default_command(dbs, args.suite, args.out, args.readme)
     try:
         written = render_leaderboard(dbs, args.suite, args.out, baseline=args.baseline,
-                                     command=command)
+                                     command=command, readme=args.readme)
     except ValueError as err:
         parser.exit(2, f"openmix-leaderboard: {err}\n")
     for path in written:
