@@ -147,7 +147,8 @@ def preload(train_fn: str | Callable, modules: Iterable[str] = (),
             log(f"note: preload of {name!r} failed: {err}")
 
 
-def _child(train_fn_spec, cfg_yaml: str, out_dir: str, threads: int | None) -> None:
+def _child(train_fn_spec, cfg: DictConfig, out_dir: str, threads: int | None) -> None:
+    """The forked run: output to <out_dir>/train.log, result to <out_dir>/bench_result.json."""
     out = Path(out_dir)
     log = open(out / "train.log", "a", buffering=1)
     os.dup2(log.fileno(), 1)
@@ -158,7 +159,6 @@ def _child(train_fn_spec, cfg_yaml: str, out_dir: str, threads: int | None) -> N
             import torch
 
             torch.set_num_threads(int(threads))
-        cfg = OmegaConf.create(cfg_yaml)
         summary = call_trainer(load_train_fn(train_fn_spec), cfg, out)
         _write_json(out / "bench_result.json", {"summary": summary})
     except BaseException:  # noqa: BLE001 - everything is reported to the parent
@@ -197,10 +197,9 @@ def execute(
         except Exception:  # noqa: BLE001 - a failing run is a result, not a crash of the suite
             return None, traceback.format_exc()
 
+    # fork: the child inherits the imported modules and the config object, nothing is pickled
     ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(
-        target=_child, args=(train_fn_spec, OmegaConf.to_yaml(cfg), str(out_dir), threads)
-    )
+    proc = ctx.Process(target=_child, args=(train_fn_spec, cfg, str(out_dir), threads))
     proc.start()
     try:
         proc.join(timeout_s)
@@ -346,6 +345,10 @@ def run_suite(
     """Run ``runs`` (a shard of ``suite``) one after the other, recording each in the DB."""
     if options.isolation not in ISOLATIONS:
         raise ValueError(f"isolation: got {options.isolation!r}, expected one of {ISOLATIONS}")
+    isolation = options.isolation
+    if isolation == "fork" and "fork" not in multiprocessing.get_all_start_methods():
+        log("note: this platform cannot fork; running each run in this process instead")
+        isolation = "inprocess"
     db = ResultsDB(options.db_path)
     done = db.completed_hashes(suite.name)
     if not options.dry_run:
@@ -386,7 +389,7 @@ def run_suite(
         _set_key(cfg, options.out_dir_key, str(out_dir))
         started, t0 = _now(), time.perf_counter()
         summary, error = execute(
-            options.train_fn, cfg, out_dir, options.isolation, options.timeout_s,
+            options.train_fn, cfg, out_dir, isolation, options.timeout_s,
             options.threads_per_run,
         )
         wall = time.perf_counter() - t0
