@@ -196,7 +196,9 @@ def render_gallery(x: torch.Tensor, captions: Sequence[str], policies: Sequence[
         caption += "\n" + "; ".join(notes)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
     fig.suptitle("openmix policies: mixed samples", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04 + 0.015 * len(notes), 1, 0.97))
+    height = fig.get_size_inches()[1]
+    caption_lines = caption.count("\n") + 1
+    fig.tight_layout(rect=(0, (0.2 * caption_lines + 0.1) / height, 1, 1 - 0.45 / height))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
