@@ -36,6 +36,47 @@ from openmix.train.outputs import write_json_atomic  # noqa: E402
 STATIC = ("vanilla", "mixup", "cutmix", "fmix", "resizemix")
 
 
+def _mixing_ms(args, policy_name: str, where: str, calls: int = 200) -> float:
+    """Median time (ms) of the mixing call alone on one batch, as the trainer makes it: MixCollate
+    on a list of samples minus plain collation (collate), or DeviceMixer on a batch (device)."""
+    import openmix
+    from torch.utils.data import default_collate
+    from openmix.train.app import _policy_kwargs
+    from openmix.train.datasets import build_dataset
+    cfg = compose_config([f"data={args.data}", f"mix={policy_name}", *args.override])
+    bundle = build_dataset(cfg.data.name, **{k: v for k, v in cfg.data.items() if k not in ("name", "task")})
+    policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
+    samples = [bundle.train[i] for i in range(args.batch_size)]
+    dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                       (args.device if args.device != "auto" else "cpu"))
+    if where == "collate":
+        mixer, plain = openmix.MixCollate(policy), default_collate
+
+        def once():
+            t = time.perf_counter(); mixer(samples); t1 = time.perf_counter(); plain(samples)
+            return (t1 - t) - (time.perf_counter() - t1)
+    else:
+        x, y = (t.to(dev) for t in default_collate(samples))
+        mixer = openmix.DeviceMixer(policy, device=dev, mean=bundle.mean, std=bundle.std)
+
+        def once():
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t = time.perf_counter(); mixer(x, y)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            return time.perf_counter() - t
+    threads_before = torch.get_num_threads()
+    if dev.type == "cpu" and args.threads != "null":  # the threads the trainer used (auto: 1 for small nets)
+        torch.set_num_threads(1 if args.threads == "auto" else int(args.threads))
+    try:
+        for _ in range(10):
+            once()
+        return 1000.0 * max(0.0, statistics.median(once() for _ in range(calls)))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="digits")
@@ -75,14 +116,18 @@ def main(argv=None) -> dict:
                 print(f"repeat {r + 1}/{args.repeats} {policy:>10} {where:>7}: "
                       f"{statistics.median(rates[(policy, where)]):9.0f} samples/s", file=sys.stderr, flush=True)
 
+    mix_ms = {c: _mixing_ms(args, *c) for c in configs}
     rows = []
     for where in wheres:
         base = statistics.median(rates[("vanilla", where)]) if ("vanilla", where) in rates else None
         for policy in policies:
             sps = statistics.median(rates[(policy, where)])
             overhead = None if base is None else 100.0 * (base / sps - 1.0)
+            step_ms = 1000.0 * args.batch_size / (base or sps)
             rows.append({"policy": policy, "where": where, "samples_per_second": sps,
-                         "step_ms_per_64": 64_000.0 / sps, "overhead_pct": overhead,
+                         "step_ms": 1000.0 * args.batch_size / sps, "overhead_pct": overhead,
+                         "mix_ms_per_batch": mix_ms[(policy, where)],
+                         "mix_pct_of_vanilla_step": 100.0 * mix_ms[(policy, where)] / step_ms,
                          "epochs_measured": len(rates[(policy, where)])})
     result = {"benchmark": "train_throughput", "data": args.data, "model": args.model, "device": device,
               "batch_size": args.batch_size, "num_workers": args.workers, "epochs": args.epochs,
@@ -90,10 +135,14 @@ def main(argv=None) -> dict:
               "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}
     print(f"\ntrain step throughput: data={args.data} model={args.model} device={device} batch={args.batch_size}")
-    print(f"{'policy':>10} {'where':>8} {'samples/s':>11} {'overhead vs vanilla':>20}")
+    print(f"{'policy':>10} {'where':>8} {'samples/s':>11} {'step ms':>9} {'overhead':>9} {'mix ms':>8} {'mix/step':>9}")
     for row in rows:
         oh = "" if row["overhead_pct"] is None else f"{row['overhead_pct']:+.1f}%"
-        print(f"{row['policy']:>10} {row['where']:>8} {row['samples_per_second']:>11.0f} {oh:>20}")
+        print(f"{row['policy']:>10} {row['where']:>8} {row['samples_per_second']:>11.0f} {row['step_ms']:>9.2f} "
+              f"{oh:>9} {row['mix_ms_per_batch']:>8.3f} {row['mix_pct_of_vanilla_step']:>8.1f}%")
+    print("overhead: step-time difference to vanilla in the full train loop (noisy on a shared machine);\n"
+          "mix ms: the mixing call alone on one batch of the run's shape (median of many), mix/step: its share "
+          "of the vanilla step")
     write_json_atomic(args.out, result)
     print(f"\nwrote {args.out}")
     return result
