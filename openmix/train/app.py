@@ -194,6 +194,9 @@ def train(cfg: DictConfig) -> dict:
     pre_device = _resolve_device(dev_name, int(os.environ.get("LOCAL_RANK", "0")))
     dist_info = init_distributed(pre_device.type)
     device = _resolve_device(dev_name, dist_info.local_rank)
+    if dist_info.enabled:  # Hydra's timestamped run dir may differ by a second between ranks
+        from .distributed import all_gather_objects
+        out_dir = Path(all_gather_objects(str(out_dir), dist_info)[0])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     threads_before = torch.get_num_threads()
     try:
@@ -211,7 +214,8 @@ def train(cfg: DictConfig) -> dict:
         data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
         data_name = data_kwargs.pop("name")
         cfg_task = data_kwargs.pop("task", None)
-        data_kwargs.setdefault("seed", seed) if data_name in ("cifar10", "cifar100", "imagefolder") else None
+        if data_name in ("cifar10", "cifar100", "imagefolder"):
+            data_kwargs.setdefault("seed", seed)  # seeds the per-sample augmentation generators
         if dist_info.enabled and not dist_info.is_main and data_kwargs.get("download"):
             barrier(dist_info)  # rank 0 downloads first
         bundle = build_dataset(data_name, **data_kwargs)
