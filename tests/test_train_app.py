@@ -163,3 +163,15 @@ def test_cifar_files_end_to_end(tmp_path, where, model):
             f"mix.where={where}", "trainer.epochs=1", "trainer.batch_size=8", "model.width=null")
     assert s["dataset"] == "cifar10" and s["model"] == model and s["history"][0]["train_samples"] == 40
     assert s["info"]["input_shape"] == [3, 32, 32]
+
+
+def test_every_registered_policy_has_a_mix_yaml_that_builds():
+    from openmix.train.app import CONFIG_DIR, _policy_kwargs
+    yamls = sorted(p.stem for p in (CONFIG_DIR / "mix").glob("*.yaml"))
+    registered = [n for n in openmix.list_policies() if not n.startswith("_test")]
+    assert set(registered) <= set(yamls), set(registered) - set(yamls)
+    for stem in yamls:
+        cfg = compose_config([f"mix={stem}"])
+        assert cfg.mix.where in ("collate", "device")
+        policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
+        assert policy.needs in ("input", "saliency", "features")
