@@ -175,3 +175,15 @@ def test_every_registered_policy_has_a_mix_yaml_that_builds():
         assert cfg.mix.where in ("collate", "device")
         policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
         assert policy.needs in ("input", "saliency", "features")
+
+
+def test_ema_amp_clip_options_run_and_resume(tmp_path):
+    opts = ["data=synthetic", "trainer.ema.enabled=true", "trainer.ema.decay=0.99", "trainer.clip_grad=1.0",
+            "trainer.amp=true", "trainer.channels_last=true", "optim=adamw", "optim.lr=0.01", "sched=multistep",
+            "sched.milestones=[1]"]
+    full = run(tmp_path, *opts, "trainer.epochs=2", name="full")
+    assert full["final"]["top1"] > 40          # EMA weights with warm-up are evaluated, not the initial ones
+    run(tmp_path, *opts, "trainer.epochs=1", name="part")
+    resumed = run(tmp_path, *opts, "trainer.epochs=2", "trainer.resume=true", name="part")
+    assert resumed["resumed_from_epoch"] == 1
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]

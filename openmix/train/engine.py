@@ -33,29 +33,36 @@ __all__ = ["ModelEma", "Engine", "normalise_input", "input_saliency"]
 
 
 class ModelEma:
-    """Exponential moving average of a model's parameters and buffers (buffers are copied)."""
+    """Exponential moving average of a model's parameters and buffers (integer buffers copied).
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)) after t updates, so that short runs
+    do not evaluate weights still close to the initialisation."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"trainer.ema.decay must be in (0, 1), got {decay}")
         self.decay = decay
+        self.updates = 0
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
             if e.is_floating_point():
-                e.lerp_(m.detach(), 1.0 - self.decay)
+                e.lerp_(m.detach(), 1.0 - decay)
             else:
                 e.copy_(m)
 
     def state_dict(self) -> dict:
-        return self.module.state_dict()
+        return {"module": self.module.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
 
 
 def normalise_input(x: torch.Tensor, mean: Optional[torch.Tensor], std: Optional[torch.Tensor]) -> torch.Tensor:
