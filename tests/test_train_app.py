@@ -187,3 +187,19 @@ def test_ema_amp_clip_options_run_and_resume(tmp_path):
     resumed = run(tmp_path, *opts, "trainer.epochs=2", "trainer.resume=true", name="part")
     assert resumed["resumed_from_epoch"] == 1
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+
+def test_imagefolder_pngs_end_to_end(tmp_path):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for c in ("a", "b", "c"):
+            d = tmp_path / "imgs" / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (18, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    s = run(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.image_size=16",
+            "model=small_cnn", "mix=resizemix", "trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=1")
+    assert s["info"]["train_samples"] == 24 and s["info"]["test_samples"] == 9
+    assert s["history"][0]["train_samples"] == 24
