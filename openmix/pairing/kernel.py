@@ -13,8 +13,8 @@ labels (``KernelPairing.sample_epoch`` / ``kernel_partners``). No N x N matrix i
   default truncation of 8 sigma the left-out weight is below exp(-32) ~ 1e-14 per item).
   Memory O(N + chunk x 66); a few rounds of redraws for the rejected rows.
 * **multi-dimensional labels, class indices, or small N** (``method="dense"``): exact kernel
-  weights for a chunk of queries against all N labels at a time, memory O(chunk x N x D)
-  (bounded by ``chunk_elements``); time O(N**2 D) for a whole epoch.
+  weights for a chunk of queries against all N labels at a time, in two reused float64 buffers of
+  ``chunk_elements`` elements (2 x 32 MB by default); time O(N**2 D) for a whole epoch.
 
 Class indices (long) are treated as one-hot vectors: the same class has weight 1, another class
 ``exp(-1 / sigma**2)``.
@@ -57,21 +57,40 @@ def _as_points(y: torch.Tensor, name: str) -> torch.Tensor:
 def _dense_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
                     generator: torch.Generator, chunk_elements: int) -> torch.Tensor:
     """Exact sampling, a chunk of queries at a time. queries (Q, D) / labels (N, D) float, or both
-    (Q,) / (N,) long class indices -> (Q,) long indices into labels."""
+    (Q,) / (N,) long class indices -> (Q,) long indices into labels.
+
+    Two (chunk, N) float64 work buffers are allocated once and reused (in-place ops), so memory
+    stays at 2 x ``chunk_elements`` elements whatever N and D are (squared distances by
+    ``|q|^2 + |y|^2 - 2 q.y`` on centred labels, in float64)."""
     n = labels.shape[0]
     classes = not labels.is_floating_point()
-    d = 1 if classes else labels.shape[1]
-    chunk = max(1, chunk_elements // max(n * d, 1))
+    chunk = max(1, min(queries.shape[0], chunk_elements // n))
+    buf = torch.empty(chunk, n, dtype=torch.float64, device=labels.device)
+    noise = torch.empty_like(buf)
+    scale = -1.0 / (2.0 * sigma * sigma)
+    if not classes:
+        centre = labels.mean(0, dtype=torch.float64)
+        y = labels.to(torch.float64) - centre                                   # (N, D)
+        yy = (y * y).sum(1)                                                      # (N,)
     out = []
     for start in range(0, queries.shape[0], chunk):
         q = queries[start:start + chunk]
+        b = buf[:q.shape[0]]
         if classes:
-            sq = 2.0 * (q.unsqueeze(1) != labels.unsqueeze(0)).float()            # one-hot distance**2
+            torch.ne(q.unsqueeze(1), labels.unsqueeze(0), out=b)                 # one-hot distance**2 / 2
+            b.mul_(2.0 * scale)
         else:
-            sq = (q.unsqueeze(1) - labels.unsqueeze(0)).pow(2).sum(-1)             # (c, N)
-        logits = -sq / (2.0 * sigma * sigma)
-        weights = torch.exp(logits - logits.amax(dim=1, keepdim=True))
-        out.append(torch.multinomial(weights, 1, generator=generator).squeeze(1))
+            qc = q.to(torch.float64) - centre
+            if y.shape[1] == 1:
+                torch.sub(qc, y.view(1, -1), out=b).square_()
+            else:
+                torch.matmul(qc, y.T, out=b)
+                b.mul_(-2.0).add_(yy).add_((qc * qc).sum(1, keepdim=True)).clamp_(min=0.0)
+            b.mul_(scale)
+        # Gumbel-max: argmax(log w + G) is a draw from w / sum(w); no per-chunk allocation
+        g = noise[:q.shape[0]].uniform_(generator=generator)
+        g.clamp_(min=torch.finfo(torch.float64).tiny).log_().neg_().log_().neg_()
+        out.append(b.add_(g).argmax(dim=1))
     return torch.cat(out)
 
 
@@ -202,6 +221,7 @@ def kernel_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
     method: ``"window"`` (scalar float labels only: sorted bins + rejection, exact up to the
     ``truncation`` in sigmas), ``"dense"`` (exact, chunked: memory O(chunk_elements)), or
     ``"auto"`` (window for scalar float labels with N > 4096, dense otherwise).
+    Class-index labels are compared as one-hot vectors.
     """
     sigma = _check_sigma(sigma)
     q = _as_points(queries, "queries")
@@ -222,8 +242,6 @@ def kernel_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
     if method == "window" or (method == "auto" and scalar and y.shape[0] > 4096):
         bins = _SortedBins(y, sigma)
         return bins.sample(q.reshape(-1).to(torch.float64), sigma, truncation, generator, chunk=1 << 16)
-    if y.is_floating_point():
-        q, y = q.to(torch.promote_types(q.dtype, torch.float32)), y.to(torch.promote_types(y.dtype, torch.float32))
     return _dense_partners(q, y, sigma, generator, chunk_elements)
 
 
