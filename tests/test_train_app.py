@@ -102,7 +102,8 @@ def test_collate_and_device_mixing_give_the_same_run(tmp_path):
 def test_engine_serves_saliency_and_feature_policies(tmp_path):
     _SaliencyRecorder.seen.clear()
     run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_saliency", name="sal")
-    assert _SaliencyRecorder.seen and _SaliencyRecorder.seen[0] == (32, 8, 8)
+    # one saliency map per training step: 2 epochs x 8 batches of 32 (plus the small pre-training dry run)
+    assert _SaliencyRecorder.seen.count((32, 8, 8)) == 16
     _FeatureRecorder.stages_seen.clear()
     s = run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features", "trainer.epochs=3", name="feat")
     assert {n for _, n in _FeatureRecorder.stages_seen} == {3}          # small_cnn: 3 stages

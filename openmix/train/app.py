@@ -195,7 +195,6 @@ def train(cfg: DictConfig) -> dict:
     dist_info = init_distributed(pre_device.type)
     device = _resolve_device(dev_name, dist_info.local_rank)
     if dist_info.enabled:  # Hydra's timestamped run dir may differ by a second between ranks
-        from .distributed import all_gather_objects
         out_dir = Path(all_gather_objects(str(out_dir), dist_info)[0])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     threads_before = torch.get_num_threads()
@@ -255,7 +254,9 @@ def train(cfg: DictConfig) -> dict:
             raise ConfigError(f"loss.name={loss_name!r} uses only each row's own label, so mix.name="
                               f"{cfg.mix.name!r} would lose the partner's share; use loss=soft_ce (or bce, decoupled), "
                               f"or mix=vanilla")
-        _check_policy_on_batch(policy, cfg.mix.name, (batch_size, *bundle.input_shape), task, bundle.num_classes,
+        # a small batch of the same parity is enough to catch shape and parity problems
+        dry_batch = min(batch_size, 8 + batch_size % 2)
+        _check_policy_on_batch(policy, cfg.mix.name, (dry_batch, *bundle.input_shape), task, bundle.num_classes,
                                data_name)
 
         # ---- model
