@@ -361,12 +361,19 @@ def train(cfg: DictConfig) -> dict:
                       f"(set trainer.out_dir to the run directory to resume it)", file=sys.stderr)
         if resume_path is not None:
             state = load_checkpoint(resume_path, map_location="cpu")
-            net.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
+            try:
+                net.model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+                if ema is not None and state.get("ema") is not None:
+                    ema.load_state_dict(state["ema"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise CheckpointError(
+                    f"checkpoint {resume_path} does not fit this run's model/optimiser (was it written with "
+                    f"another model, data or optim config?): {' '.join(str(exc).split())[:300]}. Resume with the config "
+                    f"it was written with (saved in it and in {resume_path.parent.parent / 'config.yaml'}), "
+                    f"or use another trainer.out_dir") from exc
             per_rank_states = state["per_rank"]
             mine = per_rank_states[dist_info.rank] if len(per_rank_states) == dist_info.world_size else per_rank_states[0]
             restore_rng_state(mine["rng"])
