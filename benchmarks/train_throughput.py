@@ -131,7 +131,7 @@ def main(argv=None) -> dict:
                          "epochs_measured": len(rates[(policy, where)])})
     result = {"benchmark": "train_throughput", "data": args.data, "model": args.model, "device": device,
               "batch_size": args.batch_size, "num_workers": args.workers, "epochs": args.epochs,
-              "repeats": args.repeats, "threads": torch.get_num_threads() if args.threads == "auto" else args.threads,
+              "repeats": args.repeats, "threads": args.threads,  # auto: 1 for the small networks on CPU (trainer.threads)
               "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": rows}
     print(f"\ntrain step throughput: data={args.data} model={args.model} device={device} batch={args.batch_size}")
