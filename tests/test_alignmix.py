@@ -56,11 +56,12 @@ def test_sinkhorn_identity_alignment_and_freezing():
     # a well-separated permuted copy is matched exactly: R = r P is the permutation
     assert torch.allclose(plan * 16, torch.eye(16)[:, perm].expand(4, 16, 16),
                           atol=1e-4)
-    # results do not depend on how often convergence is checked (converged rows are frozen)
+    # checking convergence less often (fewer host syncs) only runs converged rows a little longer
     cost = squared_distances(a, a.roll(1, 0))
-    p1, _, _ = sinkhorn_log(cost / cost.mean(), tol=1e-3, check_every=1)
-    p2, _, _ = sinkhorn_log(cost / cost.mean(), tol=1e-3, check_every=7)
-    assert torch.allclose(p1, p2)
+    for check_every in (1, 7, 100):
+        plan, _, _ = sinkhorn_log(cost / cost.mean(), tol=1e-3, check_every=check_every)
+        assert float((plan.sum(2) * 16 - 1).abs().max()) < 1e-2
+        assert float((plan.sum(1) * 16 - 1).abs().max()) < 1e-5
 
 
 def test_sinkhorn_errors():

@@ -49,6 +49,15 @@ def test_scalar_partners_follow_kernel(method):
     assert min(p_values) > 1e-3, p_values
 
 
+def test_window_sampler_with_queries_that_are_not_labels():
+    g = torch.Generator().manual_seed(8)
+    labels = torch.cat([torch.randn(40, generator=g), 4 + torch.randn(10, generator=g)])
+    sigma, value = 0.4, 2.1234                 # between the two clusters, not a label
+    idx = kernel_partners(torch.full((40_000,), value), labels, sigma, g, method="window")
+    counts = torch.bincount(idx, minlength=labels.shape[0])
+    assert chi_square_p(counts, kernel_probs(torch.tensor(value), labels, sigma)) > 1e-3
+
+
 def test_multidimensional_partners_follow_kernel():
     g = torch.Generator().manual_seed(2)
     labels = torch.randn(40, 3, generator=g)

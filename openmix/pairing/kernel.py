@@ -109,18 +109,20 @@ class _SortedBins:
         self.high = self.sorted[self.start + self.counts - 1]                  # largest member
 
     def sample(self, v: torch.Tensor, sigma: float, truncation: float, generator: torch.Generator,
-               chunk: int, table_budget: int = 1 << 24) -> torch.Tensor:
+               chunk: int, table_budget: int = 1 << 24, queries_are_labels: bool = True) -> torch.Tensor:
         """v: (Q,) float64 query values -> (Q,) indices into the original labels.
 
         When (non-empty bins) x (window slots) fits ``table_budget``, the proposal is tabulated per
         query bin (bound = kernel at the gap between the two bins' members) and a bin is drawn by
         one binary search in the flattened cumulative table: O(log) per query and round. Otherwise
         the bound is evaluated per query (kernel at the bin's nearest member): O(slots) per query.
+        The tabulated bound needs every query to lie in its bin's member range, which holds when the
+        queries are the labels themselves (``queries_are_labels``); other queries use the second way.
         """
         m = self.bins.shape[0]
         radius = int(math.ceil(truncation * _BINS_PER_SIGMA)) + 1
         slots = 2 * radius + 1
-        if m * slots <= table_budget:
+        if queries_are_labels and m * slots <= table_budget:
             return self._sample_tabulated(v, sigma, truncation, generator, radius)
         return self._sample_direct(v, sigma, truncation, generator, chunk)
 
@@ -241,7 +243,8 @@ def kernel_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
         generator = torch.Generator(device=y.device).manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
     if method == "window" or (method == "auto" and scalar and y.shape[0] > 4096):
         bins = _SortedBins(y, sigma)
-        return bins.sample(q.reshape(-1).to(torch.float64), sigma, truncation, generator, chunk=1 << 16)
+        return bins.sample(q.reshape(-1).to(torch.float64), sigma, truncation, generator, chunk=1 << 16,
+                           queries_are_labels=queries is labels)
     return _dense_partners(q, y, sigma, generator, chunk_elements)
 
 

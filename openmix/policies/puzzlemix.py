@@ -139,7 +139,7 @@ class PuzzleMix(MixPolicy):
         n = params["grid"].shape[1]
         index, lam0, mixed = params["index"], params["lam"], params["mixed"]
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
-        sal = (saliency.reshape(b, h, w) if saliency.ndim == 4 else saliency).detach().to(work).abs()
+        sal = saliency.reshape(b, h, w).detach().to(x.device, work).abs()
         xd = x.detach().to(work)
         pixels = xd
         if self.mean is not None:
