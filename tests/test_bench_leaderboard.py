@@ -34,7 +34,9 @@ def _fill(path):
         db.record(RunRecord(
             suite="tiny", config_hash=f"r{i}", status="ok", dataset="airfoil", model="mlp",
             policy="cmixup", seed=seed, task="regression", headline_metric="rmse_median_last_k",
-            headline=rmse, final={"rmse_median_last_k": rmse, "rmse": rmse},
+            headline=rmse, final={"rmse_median_last_k": rmse, "rmse": rmse}, loss="mse",
+            policy_args={"alpha": 2.0, "mode": "batch", "pairing": {"name": "cmixup", "sigma": 0.5}},
+            overrides=["data=airfoil", "mix=cmixup", "mix.alpha=2.0", "mix.pairing.sigma=0.5", "seed=0"],
         ))
     db.record(RunRecord(suite="tiny", config_hash="f", status="failed", dataset="digits",
                         model="mlp", policy="fmix", seed=0, error="Traceback\nRuntimeError: " + EVIL))
@@ -92,6 +94,8 @@ def test_rendered_files(tmp_path):
     assert "**93.62 ± 0.88**" in lines["mixup"]  # best mean in bold
     assert "<script>" not in md and "&lt;script&gt;" in md
     assert "1 failed run(s)" in md
+    # with the suite's overrides known, the table shows the arguments the suite set
+    assert "| cmixup | mse | alpha=2.0, pairing.sigma=0.5 |" in md
     assert "openmix-leaderboard --db" in md
 
     # HTML: self-contained, every hostile string rendered as text

@@ -60,6 +60,8 @@ class Entry:
     values: list[float]
     seeds: list[int]
     epochs: int | None = None
+    set_args: dict | None = None     # mix.* arguments the suite entry set (None: unknown)
+    set_loss_args: dict | None = None  # loss.* arguments the suite entry set
     ece: list[float] = field(default_factory=list)
     seconds_per_epoch: list[float] = field(default_factory=list)
     samples_per_second: list[float] = field(default_factory=list)
@@ -100,6 +102,18 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _set_by_overrides(overrides: Any, prefix: str) -> dict | None:
+    """``{"alpha": "0.2"}`` from overrides such as ``mix.alpha=0.2`` (later ones win)."""
+    if not overrides:
+        return None
+    out = {}
+    for item in overrides:
+        if isinstance(item, str) and item.startswith(prefix) and "=" in item:
+            key, _, value = item[len(prefix):].partition("=")
+            out[key] = value
+    return out
+
+
 def summarize(
     rows: Iterable[dict],
     baseline: str | None = "vanilla",
@@ -132,6 +146,8 @@ def summarize(
                 policy_args=row.get("policy_args") or {}, loss=row.get("loss"),
                 loss_args=row.get("loss_args") or {}, metric=metric, values=[], seeds=[],
                 epochs=row.get("epochs"),
+                set_args=_set_by_overrides(row.get("overrides"), "mix."),
+                set_loss_args=_set_by_overrides(row.get("overrides"), "loss."),
             )
         entry.values.append(value)
         entry.seeds.append(int(row["seed"]))
@@ -225,15 +241,19 @@ def table_rows(panel: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
     metric = panel[0].metric
     has_ece = any(e.ece for e in panel)
     header = ["policy", "loss", "arguments", metric_title(metric)]
+    if all(e.set_args is not None for e in panel):
+        header[2] = "arguments set by the suite"
     if has_ece:
         header.append("ECE ↓")
     header += ["time/epoch vs baseline", "s/epoch", "seeds"]
     rows = []
     for e in panel:
         loss = e.loss or ""
-        if e.loss_args:
-            loss += f" ({fmt_args(e.loss_args)})"
-        cells = [e.policy, loss, fmt_args(e.policy_args, limit=80), fmt_pm(e.values)]
+        loss_args = e.loss_args if e.set_loss_args is None else e.set_loss_args
+        if loss_args:
+            loss += f" ({fmt_args(loss_args)})"
+        args = e.policy_args if e.set_args is None else e.set_args
+        cells = [e.policy, loss, fmt_args(args, limit=80), fmt_pm(e.values)]
         if has_ece:
             cells.append(fmt_pm(e.ece))
         cells += [

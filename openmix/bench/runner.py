@@ -281,7 +281,8 @@ def build_record(
         task=summary.get("task", spec.task),
         mix_name=_name(resolved.get("mix")) or summary.get("policy"),
         policy_args=_args(resolved.get("mix")),
-        loss=_name(resolved.get("loss")) or summary.get("loss"),
+        # the trainer's resolved loss (loss=auto becomes soft_ce or mse), else the config's
+        loss=summary.get("loss") or _name(resolved.get("loss")),
         loss_args=_args(resolved.get("loss")),
         epochs=summary.get("epochs"),
         headline_metric=metric,
