@@ -468,7 +468,9 @@ def default_command(db: Sequence[str] | str, suite: str, out: str,
     dbs = [db] if isinstance(db, (str, os.PathLike)) else list(db)
     db_args = " ".join(f"--db {d}" for d in dbs)
     extra = f" --readme {readme}" if readme else ""
-    return f"openmix-leaderboard {db_args} --suite {suite} --out {out}{extra}"
+    run = f"openmix-bench suite={suite}" + (f" db={dbs[0]}" if len(dbs) == 1 else "")
+    return (f"{run}    # skips the runs already in the database\n"
+            f"openmix-leaderboard {db_args} --suite {suite} --out {out}{extra}")
 
 
 def render_leaderboard(
