@@ -62,6 +62,7 @@ class Entry:
     epochs: int | None = None
     set_args: dict | None = None     # mix.* arguments the suite entry set (None: unknown)
     set_loss_args: dict | None = None  # loss.* arguments the suite entry set
+    last_k: int | None = None          # trainer.last_k of the runs (headline = median of last k)
     ece: list[float] = field(default_factory=list)
     seconds_per_epoch: list[float] = field(default_factory=list)
     samples_per_second: list[float] = field(default_factory=list)
@@ -148,6 +149,7 @@ def summarize(
                 epochs=row.get("epochs"),
                 set_args=_set_by_overrides(row.get("overrides"), "mix."),
                 set_loss_args=_set_by_overrides(row.get("overrides"), "loss."),
+                last_k=_last_k(row),
             )
         entry.values.append(value)
         entry.seeds.append(int(row["seed"]))
@@ -212,9 +214,18 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def metric_title(metric: str) -> str:
+def metric_title(metric: str, last_k: int | None = None) -> str:
     arrow = "↓" if lower_is_better(metric) else "↑"
-    return f"{METRIC_TITLES.get(metric, metric)} {arrow}"
+    title = METRIC_TITLES.get(metric, metric)
+    if last_k is not None:
+        title = title.replace("last k epochs", f"last {last_k} epochs")
+    return f"{title} {arrow}"
+
+
+def _last_k(row: dict) -> int | None:
+    trainer = (row.get("config") or {}).get("trainer") or {}
+    value = trainer.get("last_k") if isinstance(trainer, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def panel_title(e: Entry) -> str:
@@ -240,7 +251,8 @@ def table_rows(panel: Sequence[Entry]) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of one panel's table (shared by Markdown and HTML)."""
     metric = panel[0].metric
     has_ece = any(e.ece for e in panel)
-    header = ["policy", "loss", "arguments", metric_title(metric)]
+    ks = {e.last_k for e in panel}
+    header = ["policy", "loss", "arguments", metric_title(metric, ks.pop() if len(ks) == 1 else None)]
     if all(e.set_args is not None for e in panel):
         header[2] = "arguments set by the suite"
     if has_ece:
@@ -358,7 +370,8 @@ def render_png(entries: Sequence[Entry], suite: str, baseline: str | None = "van
                     color="white" if m > ax.get_xlim()[0] + 0.15 * span else "black")
         ax.set_title(panel_title(e0), fontsize=11)
         note = "" if left == 0 else " (axis does not start at 0)"
-        ax.set_xlabel(metric_title(e0.metric) + note, fontsize=9)
+        ks = {e.last_k for e in panel}
+        ax.set_xlabel(metric_title(e0.metric, ks.pop() if len(ks) == 1 else None) + note, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
     for ax in list(axes.flat)[len(panels):]:
