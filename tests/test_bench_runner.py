@@ -263,3 +263,19 @@ def test_an_interrupted_suite_resumes_where_it_stopped(tmp_path):
     assert report.skipped == [r.label for r in suite.runs[:2]]
     assert report.ran == [r.label for r in suite.runs[2:]]
     assert db.count() == 4 and _CALLS["n"] == 2
+
+
+def test_console_entry_point_dry_run(tmp_path):
+    """`openmix-bench suite=tiny dry_run=true` through Hydra's own entry (no training)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from openmix.bench.app import main; sys.argv[0] = 'openmix-bench'; main()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "suite=tiny", "dry_run=true", f"db={tmp_path / 'r.db'}",
+         f"runs_dir={tmp_path / 'runs'}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "suite tiny: 4 runs" in proc.stdout
+    assert proc.stdout.count("to run") == 4
