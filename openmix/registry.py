@@ -29,6 +29,10 @@ class Registry:
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Removes ``name`` (for tests and plug-ins that register temporarily)."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}")

@@ -66,9 +66,16 @@ class _FeatureRecorder(MixPolicy):
         return plan.mix_input(h)
 
 
-for _name, _cls in (("_test_saliency", _SaliencyRecorder), ("_test_features", _FeatureRecorder)):
-    if _name not in openmix.list_policies():
-        openmix.register_policy(_name)(_cls)
+@pytest.fixture
+def recorder_policies():
+    """Registers the two recording policies for one test only (the registry is global)."""
+    from openmix.policies import POLICIES
+    names = {"_test_saliency": _SaliencyRecorder, "_test_features": _FeatureRecorder}
+    for name, cls in names.items():
+        POLICIES.register(name)(cls)
+    yield
+    for name in names:
+        POLICIES.unregister(name)
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -99,7 +106,7 @@ def test_collate_and_device_mixing_give_the_same_run(tmp_path):
     assert metrics_only(a["history"]) != metrics_only(c["history"])
 
 
-def test_engine_serves_saliency_and_feature_policies(tmp_path):
+def test_engine_serves_saliency_and_feature_policies(tmp_path, recorder_policies):
     _SaliencyRecorder.seen.clear()
     run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_saliency", name="sal")
     # one saliency map per training step: 2 epochs x 8 batches of 32 (plus the small pre-training dry run)
@@ -135,7 +142,7 @@ def test_bad_input_fails_before_training(tmp_path, overrides, match):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_feature_policy_with_unsplittable_model_fails(monkeypatch, tmp_path):
+def test_feature_policy_with_unsplittable_model_fails(monkeypatch, tmp_path, recorder_policies):
     import openmix.train.models as models
     monkeypatch.setattr(models, "split_model", lambda model: None)
     with pytest.raises(ConfigError, match="cannot be split into stages.*use a model"):

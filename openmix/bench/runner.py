@@ -155,10 +155,13 @@ def _child(train_fn_spec, cfg: DictConfig, out_dir: str, threads: int | None) ->
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
     try:
-        if threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(int(threads))
+        # A forked child that enters an OpenMP region whose thread pool the parent had started
+        # deadlocks (libgomp is not fork-safe); like DataLoader workers, start single-threaded
+        # unless told otherwise. openmix-bench's own parent never runs torch ops, so there
+        # threads_per_run > 1 is safe.
+        torch.set_num_threads(int(threads) if threads else 1)
         summary = call_trainer(load_train_fn(train_fn_spec), cfg, out)
         _write_json(out / "bench_result.json", {"summary": summary})
     except BaseException:  # noqa: BLE001 - everything is reported to the parent
