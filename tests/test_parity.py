@@ -127,10 +127,11 @@ def test_fmix_masks_are_low_frequency():
     assert changes < 0.25 * random_changes
 
 
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
 @pytest.mark.parametrize("mode", ["batch", "elem"])
-def test_resizemix_pastes_the_bilinearly_resized_partner(mode):
+def test_resizemix_pastes_the_resized_partner(mode, interpolation):
     x, y = images(b=6, h=20, w=16)
-    policy = openmix.build_policy("resizemix", mode=mode, scale=(0.3, 0.8))
+    policy = openmix.build_policy("resizemix", mode=mode, scale=(0.3, 0.8), interpolation=interpolation)
     params = policy.sample_params(x.shape, torch.Generator().manual_seed(1))
     out, mask, lam = policy.apply(x, params)
     for i in range(6):
@@ -140,7 +141,8 @@ def test_resizemix_pastes_the_bilinearly_resized_partner(mode):
         inside = (mask[i, 0] == 0).nonzero()
         top, left = inside.min(0).values.tolist()
         assert inside.shape[0] == h * w
-        expected = F.interpolate(x[params["index"][i]][None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        corners = {"align_corners": False} if interpolation == "bilinear" else {}
+        expected = F.interpolate(x[params["index"][i]][None], size=(h, w), mode=interpolation, **corners)[0]
         torch.testing.assert_close(out[i, :, top:top + h, left:left + w], expected, atol=1e-5, rtol=1e-5)
 
 
@@ -162,17 +164,25 @@ def test_pairings_match_the_peers():
     assert torch.equal(match[match], torch.arange(7)) and int((match == torch.arange(7)).sum()) == 1
 
 
-def test_top_k_mask_is_exact_with_ties_and_matches_a_sort():
-    from openmix.ops.fourier import rank_mask, top_k_mask
+@pytest.mark.parametrize("path", ["histogram", "select"])
+def test_top_k_mask_is_exact_with_ties_and_matches_a_sort(path):
+    from openmix.ops import fourier
+    from openmix.ops.fourier import rank_mask
+    top_k_mask = getattr(fourier, f"_top_k_mask_{path}")
     g = torch.Generator().manual_seed(0)
-    values = torch.randint(0, 5, (6, 40), generator=g).float()      # many ties
-    k = torch.tensor([0, 1, 7, 20, 39, 40])
+    values = torch.randint(0, 5, (7, 40), generator=g).float()      # many ties
+    values[6] = 2.0                                                  # a constant row
+    k = torch.tensor([0, 1, 7, 20, 39, 40, 13])
     mask = top_k_mask(values, k)
     assert torch.equal(mask.sum(1), k.float())
-    for i in range(6):   # every chosen value is >= every value left out
+    # ties go to the earlier position: a sort that keeps the order of equal values agrees
+    ties_first = torch.argsort(values, dim=1, descending=True, stable=True)
+    expected = torch.zeros_like(values).scatter_(1, ties_first, (torch.arange(40) < k[:, None]).float())
+    assert torch.equal(mask, expected)
+    for i in range(7):   # every chosen value is >= every value left out
         chosen, left = values[i][mask[i] == 1], values[i][mask[i] == 0]
         if len(chosen) and len(left):
             assert chosen.min() >= left.max()
-    continuous = torch.randn(6, 40, generator=g)
-    zero_soft = torch.zeros(6, dtype=torch.long)
+    continuous = torch.randn(7, 40, generator=g)
+    zero_soft = torch.zeros(7, dtype=torch.long)
     assert torch.equal(top_k_mask(continuous, k), rank_mask(continuous, k, zero_soft))

@@ -16,4 +16,6 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     weight = weight.to(x.dtype)
     if inplace:
         return x.lerp_(partner, 1.0 - weight)
-    return torch.lerp(partner, x, weight)
+    # the partner copy becomes the output: one batch-sized allocation per call instead of two,
+    # which also keeps glibc from trimming and re-faulting the heap on every call
+    return partner.lerp_(x, weight)

@@ -33,20 +33,51 @@ def low_frequency_image(noise: torch.Tensor, spatial: Sequence[int], decay_power
 
 
 def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Per row, 1 on exactly the ``k`` largest values, 0 elsewhere (ties broken by position).
+    """Per row, 1 on exactly the ``k`` largest values, 0 elsewhere (ties go to the earlier position).
 
     values: (B, N) float, finite; k: (B,) long in [0, N]. Returns (B, N) in values' dtype.
-    A selection (``kthvalue``, linear time) instead of a sort: each row is padded with
-    ``K - k`` +inf and ``k`` -inf entries (K = max k) so that one common rank finds every row's
-    own k-th largest value.
+    No full sort: on the CPU a per-row histogram finds the bin holding each row's threshold and
+    only that bin is sorted; elsewhere a linear-time selection (no host reads).
     """
+    if values.device.type == "cpu":
+        return _top_k_mask_histogram(values, k)
+    return _top_k_mask_select(values, k)
+
+
+def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     batch, n = values.shape
-    # the width K needs a host read; on an accelerator use the always-valid K = N instead
-    width = int(k.max()) if values.device.type == "cpu" else n
-    if width == 0:
-        return torch.zeros_like(values)
-    cols = torch.arange(width, device=values.device).unsqueeze(0)
-    pad = torch.where(cols < (width - k).unsqueeze(1), float("inf"), float("-inf")).to(values.dtype)
+    bins = min(4096, max(16, n // 16))       # about 16 values per bin on average
+    low = values.amin(dim=1, keepdim=True)
+    span = (values.amax(dim=1, keepdim=True) - low).clamp(min=torch.finfo(values.dtype).tiny)
+    # monotone in the value, so every value in a higher bin is larger
+    bin_of = ((values - low) * ((bins - 1e-3) / span)).to(torch.int32).clamp_(0, bins - 1)
+    offset = (torch.arange(batch, dtype=torch.int32) * bins).unsqueeze(1)
+    counts = torch.bincount((bin_of + offset).view(-1), minlength=batch * bins).view(batch, bins)
+    from_top = counts.flip(1).cumsum(1)                       # values in the top j+1 bins
+    first = torch.searchsorted(from_top, k.unsqueeze(1)).clamp_(max=bins - 1)
+    threshold_bin = (bins - 1 - first).to(torch.int32)        # the bin holding the k-th largest
+    mask = bin_of > threshold_bin
+    in_bin = bin_of == threshold_bin
+    need = k - mask.sum(dim=1)                                # how many to take from that bin
+    size = in_bin.sum(dim=1)
+    candidates = values[in_bin]                               # row-major: grouped by row
+    rows = torch.repeat_interleave(torch.arange(batch), size)
+    by_value = torch.argsort(candidates, descending=True, stable=True)
+    order = by_value[torch.argsort(rows[by_value], stable=True)]   # by row, then by value
+    sorted_rows = rows[order]
+    rank = torch.arange(candidates.numel()) - (torch.cumsum(size, 0) - size)[sorted_rows]
+    chosen = torch.empty(candidates.numel(), dtype=torch.bool)
+    chosen[order] = rank < need[sorted_rows]
+    mask[in_bin] = chosen
+    return mask.to(values.dtype)
+
+
+def _top_k_mask_select(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``kthvalue`` on each row padded with ``N - k`` +inf and ``k`` -inf entries, so that one
+    common rank finds every row's own k-th largest value; ties broken by position."""
+    batch, n = values.shape
+    cols = torch.arange(n, device=values.device).unsqueeze(0)
+    pad = torch.where(cols < (n - k).unsqueeze(1), float("inf"), float("-inf")).to(values.dtype)
     threshold = torch.kthvalue(torch.cat((values, pad), dim=1), n + 1, dim=1).values.unsqueeze(1)
     above = values > threshold
     missing = (k - above.sum(dim=1)).unsqueeze(1)        # how many ties at the threshold to take

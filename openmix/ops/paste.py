@@ -9,9 +9,16 @@ import torch.nn.functional as F
 from .boxes import box_inside
 
 
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
 def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
-                 shared: bool = False, inplace: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Paste each row's whole partner, resized (bilinear) to ``size``, at ``offset``.
+                 shared: bool = False, inplace: bool = False,
+                 interpolation: str = "nearest") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Paste each row's whole partner, resized to ``size``, at ``offset``.
+
+    ``interpolation`` is ``F.interpolate``'s ``"nearest"`` or ``"bilinear"`` (align_corners=False);
+    the per-row path reproduces it with ``grid_sample``.
 
     x: (B, C, L) or (B, C, H, W); index: (B,) long; size, offset: (B, d) long with
     ``offset + size <= spatial`` and ``size >= 0``. ``shared=True`` promises every row has the same
@@ -30,18 +37,25 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         out = x if inplace else x.clone()
         if min(box) == 0:
             return out, mask
-        small = F.interpolate(img, size=([1] + box) if one_d else box, mode="bilinear", align_corners=False)
+        corners = {"align_corners": False} if interpolation == "bilinear" else {}
+        small = F.interpolate(img, size=([1] + box) if one_d else box, mode=interpolation, **corners)
         small = small.squeeze(2) if one_d else small
         region = (slice(None), slice(None)) + tuple(slice(s, s + b) for s, b in zip(start, box))
         out[region] = small.index_select(0, index)
         return out, mask
-    # per-row sizes: sample each output pixel of the box from the partner through grid_sample,
-    # whose bilinear sampling with align_corners=False matches F.interpolate's
+    # per-row sizes: sample each output pixel of the box from the partner through grid_sample.
+    # bilinear: the normalised coordinate (2u+1)/size - 1 is F.interpolate's source point;
+    # nearest: F.interpolate takes source pixel floor(u * n / size), given as its centre
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     coords = []
     for k, n in enumerate(spatial):
         pos = torch.arange(n, device=x.device, dtype=dtype).unsqueeze(0) - offset[:, k:k + 1].to(dtype)
-        coords.append((2 * pos + 1) / size[:, k:k + 1].clamp(min=1).to(dtype) - 1)   # (B, n)
+        box = size[:, k:k + 1].clamp(min=1).to(dtype)
+        if interpolation == "nearest":
+            source = torch.floor(pos.clamp(min=0) * (n / box)).clamp_(max=n - 1)
+            coords.append((2 * source + 1) / n - 1)                                    # (B, n)
+        else:
+            coords.append((2 * pos + 1) / box - 1)                                     # (B, n)
     if one_d:
         gx = coords[0][:, None, :]
         gy = torch.zeros_like(gx)
@@ -49,9 +63,9 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         gy = coords[0][:, :, None].expand(-1, spatial[0], spatial[1])
         gx = coords[1][:, None, :].expand(-1, spatial[0], spatial[1])
     grid = torch.stack((gx, gy), dim=-1)
-    pasted = F.grid_sample(img.index_select(0, index).to(dtype), grid, mode="bilinear",
+    pasted = F.grid_sample(img.index_select(0, index).to(dtype), grid, mode=interpolation,
                            padding_mode="border", align_corners=False).to(x.dtype)
     pasted = pasted.squeeze(2) if one_d else pasted
     if inplace:
         return x.lerp_(pasted, 1.0 - mask), mask
-    return torch.lerp(pasted, x, mask), mask
+    return pasted.lerp_(x, mask), mask

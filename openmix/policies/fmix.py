@@ -41,18 +41,19 @@ class FMix(MixPolicy):
         n = math.prod(spatial)
         if self.mode == "batch":   # one mask for the whole batch
             noise, lam, round_up = params["noise"], params["lam"][:1], params["round_up"][:1]
-        else:
-            noise, lam, round_up = params["noise"][params["rows"]], params["lam"], params["round_up"]
+        else:   # elem mode draws one spectrum per row already; pair mode shares it per pair
+            noise = params["noise"][params["rows"]] if self.mode == "pair" else params["noise"]
+            lam, round_up = params["lam"], params["round_up"]
         lam = lam.to(torch.float64)
         scaled = lam * n
         k = torch.where(round_up, torch.ceil(scaled), torch.floor(scaled)).long()
         soft = None
         if self.max_soft > 0:
             soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
-        image = low_frequency_image(noise.float(), spatial, self.decay_power)
+        image = low_frequency_image(noise, spatial, self.decay_power)
         mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
         mask = mask.view(-1, 1, *spatial).to(x.dtype).expand(batch, 1, *spatial)
-        lam = mask.reshape(batch, n).to(torch.float64).mean(dim=1)
+        lam = (k.to(torch.float64) / n).expand(batch)     # every mask row sums to exactly k
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
 
     def extra_repr(self):
