@@ -39,7 +39,20 @@ def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, num_b
     return meter.compute()["ece"]
 
 
-class ClassificationMeter:
+class SumMeter:
+    """Metrics kept as a flat float64 tensor of sums, so that ranks can all-reduce them."""
+
+    _sums: torch.Tensor
+
+    def state(self) -> torch.Tensor:
+        """Flat float64 tensor of the sums (for an all-reduce)."""
+        return self._sums.clone()
+
+    def load_state(self, sums: torch.Tensor) -> None:
+        self._sums = sums.detach().to("cpu", torch.float64).clone()
+
+
+class ClassificationMeter(SumMeter):
     """Accumulates top-1/top-5 hits, summed NLL and per-bin ECE statistics."""
 
     def __init__(self, num_classes: int, num_bins: int = 15, topk: int = 5):
@@ -79,13 +92,6 @@ class ClassificationMeter:
         s[4 + 2 * M:].index_add_(0, bins, conf.double())
         self._sums += s.cpu()
 
-    def state(self) -> torch.Tensor:
-        """Flat float64 tensor of the sums (for an all-reduce)."""
-        return self._sums.clone()
-
-    def load_state(self, sums: torch.Tensor) -> None:
-        self._sums = sums.detach().to("cpu", torch.float64).clone()
-
     def compute(self) -> dict[str, float]:
         """-> {"top1", "top5", "nll", "ece"}; accuracies in percent, ECE as a fraction in [0, 1]."""
         s, M = self._sums, self.num_bins
@@ -102,7 +108,7 @@ class ClassificationMeter:
         }
 
 
-class RegressionMeter:
+class RegressionMeter(SumMeter):
     """Accumulates squared errors and absolute percentage errors on the original target scale."""
 
     def __init__(self, eps: float = 1e-8):
@@ -120,12 +126,6 @@ class RegressionMeter:
             (err.abs() / target.abs().clamp_min(self.eps)).sum(),
         ])
         self._sums += s.cpu()
-
-    def state(self) -> torch.Tensor:
-        return self._sums.clone()
-
-    def load_state(self, sums: torch.Tensor) -> None:
-        self._sums = sums.detach().to("cpu", torch.float64).clone()
 
     def compute(self) -> dict[str, float]:
         """-> {"rmse", "mape"}; MAPE in percent."""

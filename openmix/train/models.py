@@ -23,48 +23,44 @@ def _conv_bn_act(conv: nn.Module, bn: nn.Module) -> nn.Sequential:
     return nn.Sequential(conv, bn, nn.ReLU(inplace=True))
 
 
-class SmallCNN(nn.Module):
-    """Three conv stages for small images (8x8 digits .. 32x32): (B, C, H, W) -> (B, K).
+class SmallConvNet(nn.Module):
+    """Three conv stages (widths w, 2w, 4w; the last two halve the resolution) and a pooled
+    linear head, in 1-D or 2-D: (B, C, *spatial) -> (B, K)."""
+
+    def __init__(self, dims: int, in_chans: int, num_outputs: int, width: int = 32,
+                 drop_rate: float = 0.0, kernel: int = 3):
+        super().__init__()
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[dims]
+        norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[dims]
+        pool = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[dims]
+        w = width
+        self.stages = nn.ModuleList([
+            nn.Sequential(_conv_bn_act(conv(in_chans, w, kernel, padding=kernel // 2, bias=False), norm(w)),
+                          _conv_bn_act(conv(w, w, kernel, padding=kernel // 2, bias=False), norm(w))),
+            _conv_bn_act(conv(w, 2 * w, 3, stride=2, padding=1, bias=False), norm(2 * w)),
+            _conv_bn_act(conv(2 * w, 4 * w, 3, stride=2, padding=1, bias=False), norm(4 * w)),
+        ])
+        self.head = nn.Sequential(pool(1), nn.Flatten(), nn.Dropout(drop_rate), nn.Linear(4 * w, num_outputs))
+
+    def forward(self, x):
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
+
+
+class SmallCNN(SmallConvNet):
+    """For small images (8x8 digits .. 32x32): (B, C, H, W) -> (B, K).
     Stage outputs: (B, w, H, W), (B, 2w, H/2, W/2), (B, 4w, H/4, W/4)."""
 
     def __init__(self, in_chans: int, num_outputs: int, width: int = 32, drop_rate: float = 0.0):
-        super().__init__()
-        w = width
-        self.stages = nn.ModuleList([
-            nn.Sequential(_conv_bn_act(nn.Conv2d(in_chans, w, 3, padding=1, bias=False), nn.BatchNorm2d(w)),
-                          _conv_bn_act(nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w))),
-            _conv_bn_act(nn.Conv2d(w, 2 * w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w)),
-            _conv_bn_act(nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4 * w)),
-        ])
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate),
-                                  nn.Linear(4 * w, num_outputs))
-
-    def forward(self, x):
-        for stage in self.stages:
-            x = stage(x)
-        return self.head(x)
+        super().__init__(2, in_chans, num_outputs, width, drop_rate, kernel=3)
 
 
-class SmallConv1d(nn.Module):
-    """Three conv stages for 1-D signals (mnist1d): (B, C, L) -> (B, K).
-    Stage outputs: (B, w, L), (B, 2w, L/2), (B, 4w, L/4)."""
+class SmallConv1d(SmallConvNet):
+    """For 1-D signals (mnist1d): (B, C, L) -> (B, K). Stage outputs: (B, w, L), (B, 2w, L/2), (B, 4w, L/4)."""
 
     def __init__(self, in_chans: int, num_outputs: int, width: int = 32, drop_rate: float = 0.0):
-        super().__init__()
-        w = width
-        self.stages = nn.ModuleList([
-            nn.Sequential(_conv_bn_act(nn.Conv1d(in_chans, w, 5, padding=2, bias=False), nn.BatchNorm1d(w)),
-                          _conv_bn_act(nn.Conv1d(w, w, 5, padding=2, bias=False), nn.BatchNorm1d(w))),
-            _conv_bn_act(nn.Conv1d(w, 2 * w, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(2 * w)),
-            _conv_bn_act(nn.Conv1d(2 * w, 4 * w, 3, stride=2, padding=1, bias=False), nn.BatchNorm1d(4 * w)),
-        ])
-        self.head = nn.Sequential(nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(drop_rate),
-                                  nn.Linear(4 * w, num_outputs))
-
-    def forward(self, x):
-        for stage in self.stages:
-            x = stage(x)
-        return self.head(x)
+        super().__init__(1, in_chans, num_outputs, width, drop_rate, kernel=5)
 
 
 class _FlattenToChannels(nn.Module):
