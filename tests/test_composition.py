@@ -79,3 +79,9 @@ def test_policy_state_dict_restores_the_stream():
     b = openmix.build_policy("fmix", mode="elem", seed=99)
     b.load_state_dict(state)
     assert torch.equal(b(x, y).x, first.x)
+
+
+def test_resizemix_ignores_alpha():
+    x, y = batch(b=8)
+    mb = openmix.build_policy("resizemix", alpha=0.0, mode="elem", seed=0)(x, y)
+    assert (mb.lam < 1).all()

@@ -65,6 +65,7 @@ class MixPolicy:
     """
 
     needs: str = "input"          # what the engine must provide: input, saliency or features
+    uses_alpha: bool = True       # False where λ does not come from Beta(alpha, alpha) (ResizeMix)
     uses_mask: bool = False       # mask-based policies return MixedBatch.mask
     spatial_dims: Tuple[int, int] = (1, 2)   # accepted numbers of spatial dims (min, max)
     modes: Sequence[str] = MODES
@@ -151,7 +152,7 @@ class MixPolicy:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         generator = self.generator if generator is None else generator
-        if not self.active or self.alpha == 0.0 or self.p == 0.0:
+        if not self.active or (self.uses_alpha and self.alpha == 0.0) or self.p == 0.0:
             return self.identity(x, y)
         params = self.sample_params(x.shape, generator, y)
         # a batch-level coin that says "no" skips the work; only checked where it costs no sync

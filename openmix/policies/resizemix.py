@@ -22,6 +22,7 @@ class ResizeMix(MixPolicy):
     """
 
     uses_mask = True
+    uses_alpha = False
     spatial_dims = (1, 2)
 
     def __init__(self, scale=(0.1, 0.8), interpolation: str = "nearest", **kwargs):
