@@ -192,3 +192,16 @@ def test_short_training_run(tmp_path):
     cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=synthetic", "mix=puzzlemix"])
     s = train_app.train(cfg)
     assert s["where"] == "engine" and s["final"]["top1"] > 50
+
+
+def test_mix_moved_blocks_equals_moving_then_mixing():
+    from openmix.ops.puzzle import mix_moved_blocks
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 3, 16, 16, generator=g)
+    index = torch.randperm(5, generator=g)
+    src_own = torch.stack([torch.randperm(16, generator=g) for _ in range(5)])
+    src_par = torch.stack([torch.randperm(16, generator=g) for _ in range(5)])
+    weight = torch.randint(0, 3, (5, 16), generator=g).float() / 2
+    pixel_weight = weight.view(5, 4, 4).repeat_interleave(4, 1).repeat_interleave(4, 2).unsqueeze(1)
+    expected = torch.lerp(move_blocks(x[index], src_par, 4), move_blocks(x, src_own, 4), pixel_weight)
+    torch.testing.assert_close(mix_moved_blocks(x, index, src_own, src_par, weight, 4), expected)

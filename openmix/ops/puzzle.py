@@ -414,3 +414,21 @@ def move_blocks(x: torch.Tensor, src: torch.Tensor, t: int) -> torch.Tensor:
     blocks = x.reshape(b, c, t, bh, t, bw).permute(0, 2, 4, 1, 3, 5).reshape(b, t * t, c * bh * bw)
     moved = blocks.gather(1, src.unsqueeze(-1).expand(-1, -1, blocks.shape[-1]))
     return moved.reshape(b, t, t, c, bh, bw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+def mix_moved_blocks(x: torch.Tensor, index: torch.Tensor, src_own: torch.Tensor, src_partner: torch.Tensor,
+                     weight: torch.Tensor, t: int) -> torch.Tensor:
+    """``lerp(move_blocks(x[index], src_partner), move_blocks(x, src_own), weight)`` in fewer passes.
+
+    x: (B, C, H, W) with H, W divisible by t; index: (B,) partners; src_own, src_partner: (B, t*t)
+    the block each target position shows from the own / the partner image; weight: (B, t*t) the
+    own image's weight per target block. Blocks are gathered straight from a
+    (B, C, t, bh, t, bw) view, mixed in block layout and laid out once: four batch-sized passes
+    instead of eight.
+    """
+    b, c, h, w = x.shape
+    blocks = x.view(b, c, t, h // t, t, w // t)
+    own = blocks[torch.arange(b, device=x.device).unsqueeze(1), :, src_own // t, :, src_own % t, :]
+    mixed = blocks[index.unsqueeze(1), :, src_partner // t, :, src_partner % t, :]   # (B, t*t, C, bh, bw)
+    mixed.lerp_(own, weight.to(x.dtype).view(b, t * t, 1, 1, 1))
+    return mixed.view(b, t, t, c, h // t, w // t).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..ops.puzzle import (block_saliency, boundary_differences, labelling_costs, move_blocks,
+from ..ops.puzzle import (block_saliency, boundary_differences, labelling_costs, mix_moved_blocks,
                           solve_labelling, transport_order)
 from .base import MixPolicy, register_policy
 
@@ -154,7 +154,7 @@ class PuzzleMix(MixPolicy):
             labels = solve_labelling(unary, wv, wh, iters=self.solver_iters)
             block_mask = labels.to(work) / (self.n_labels - 1)                      # (B, n, n) own weight
             block_mask = torch.where(mixed.view(b, 1, 1), block_mask, torch.ones_like(block_mask))
-            own, partner = x, x.index_select(0, index)
+            mask = block_mask.repeat_interleave(h // n, 1).repeat_interleave(w // n, 2).unsqueeze(1).to(x.dtype)
             if self.transport:
                 t = self.transport_grid(n, h, w)
                 f = t // n
@@ -162,10 +162,10 @@ class PuzzleMix(MixPolicy):
                 sal_t = block_saliency(sal, t) if t != n else sal_block
                 src_own = transport_order(mask_t > 0, sal_t, self.t_eps)
                 src_par = transport_order(mask_t < 1, sal_t[index], self.t_eps)
-                own = move_blocks(own, src_own, t)
-                partner = move_blocks(partner, src_par, t)
-            mask = block_mask.repeat_interleave(h // n, 1).repeat_interleave(w // n, 2).unsqueeze(1).to(x.dtype)
-        out = torch.lerp(partner, own, mask)
+        if self.transport:
+            out = mix_moved_blocks(x, index, src_own, src_par, mask_t.flatten(1), t)
+        else:
+            out = x.index_select(0, index).lerp_(x, mask)
         if self.inplace:
             out = x.copy_(out)
         lam = block_mask.flatten(1).mean(1)
