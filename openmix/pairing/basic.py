@@ -70,3 +70,22 @@ class RollPairing:
 
     def __repr__(self) -> str:
         return f"RollPairing(shift={self.shift})"
+
+
+@register_pairing("halves")
+class HalvesPairing:
+    """Row ``i`` with row ``i + B/2`` and back: for batches whose second half holds partners
+    chosen for the first half (``openmix.data.KernelPartnerSampler``). An odd last row pairs
+    with itself."""
+
+    def __call__(self, batch_size: int, generator: torch.Generator, y: Optional[torch.Tensor] = None,
+                 involution: bool = False) -> torch.Tensor:
+        _check_batch_size(batch_size)
+        half = batch_size // 2
+        index = torch.arange(batch_size, device=generator.device)
+        index[:half] += half
+        index[half:2 * half] -= half
+        return index
+
+    def __repr__(self) -> str:
+        return "HalvesPairing()"

@@ -93,10 +93,31 @@ def _out_dir(cfg: DictConfig) -> Path:
                       "set trainer.out_dir=<folder> when calling openmix.train.app.train directly")
 
 
+PAIRING_SCOPES = ("batch", "dataset")
+
+
+def _dataset_pairing(cfg_mix: DictConfig) -> dict | None:
+    """The C-Mixup kernel arguments when ``mix.pairing.scope=dataset`` (partners drawn from the
+    whole training set by ``KernelPartnerSampler``), else None."""
+    pairing = OmegaConf.to_container(cfg_mix, resolve=True).get("pairing")
+    if not isinstance(pairing, dict) or pairing.get("scope", "batch") == "batch":
+        return None
+    scope = pairing.get("scope")
+    if scope not in PAIRING_SCOPES:
+        raise ConfigError(f"mix.pairing.scope must be one of {list(PAIRING_SCOPES)}, got {scope!r}")
+    if pairing.get("name") != "cmixup":
+        raise ConfigError(f"mix.pairing.scope=dataset needs mix.pairing.name=cmixup, got {pairing.get('name')!r}")
+    return {k: pairing[k] for k in ("sigma", "truncation") if k in pairing}
+
+
 def _policy_kwargs(cfg_mix: DictConfig) -> dict:
     kwargs = OmegaConf.to_container(cfg_mix, resolve=True)
     for k in ("name", *ENGINE_MIX_KEYS):
         kwargs.pop(k, None)
+    pairing = kwargs.get("pairing")
+    if isinstance(pairing, dict):
+        # whole-dataset partners arrive in the second half of each batch (KernelPartnerSampler)
+        kwargs["pairing"] = "halves" if _dataset_pairing(cfg_mix) else {k: v for k, v in pairing.items() if k != "scope"}
     return kwargs
 
 
@@ -301,7 +322,19 @@ def train(cfg: DictConfig) -> dict:
         elif needs == "input":
             device_mixer = openmix.DeviceMixer(policy, device=device, mean=bundle.mean, std=bundle.std, seed=mix_seed,
                                                channels_last=bool(tcfg.channels_last))
-        sampler = ShardedSampler(n_train, dist_info.rank, dist_info.world_size, seed=seed, shuffle=True)
+        dataset_pairing = _dataset_pairing(cfg.mix)
+        if dataset_pairing is None:
+            sampler = ShardedSampler(n_train, dist_info.rank, dist_info.world_size, seed=seed, shuffle=True)
+        else:
+            labels = getattr(bundle.train, "y", None)
+            if labels is None:
+                raise ConfigError(f"mix.pairing.scope=dataset needs a dataset with its labels in memory; "
+                                  f"data={bundle.name} has none, use mix.pairing.scope=batch")
+            if batch_size % 2:
+                raise ConfigError(f"mix.pairing.scope=dataset needs an even trainer.batch_size (half anchors, "
+                                  f"half partners), got {batch_size}")
+            sampler = openmix.data.KernelPartnerSampler(labels, batch_size, seed=seed, rank=dist_info.rank,
+                                                        world_size=dist_info.world_size, **dataset_pairing)
         test_sampler = ShardedSampler(len(bundle.test), dist_info.rank, dist_info.world_size, shuffle=False, pad=False)
         workers = int(tcfg.num_workers)
         pin = device.type == "cuda"
