@@ -21,16 +21,12 @@ from typing import Callable, Dict, List
 import torch
 
 import openmix
+from timing import sync  # benchmarks/timing.py
 
 SHAPES = {"256x3x32x32": (256, 3, 32, 32), "64x3x224x224": (64, 3, 224, 224)}
 TARGETS = {  # ratio to x.clone() at 64x3x224x224 (issue 2)
     ("mixup", "*"): 3.0, ("cutmix", "*"): 3.0, ("resizemix", "*"): 3.0, ("fmix", "elem"): 6.0,
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_ms(fn: Callable[[], object], reps: int, device: torch.device, setup: Callable[[], object] = None) -> float:

@@ -17,7 +17,6 @@ Speed measurement, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -1,5 +1,4 @@
 """Invariants of every input-level policy in every mode."""
-import math
 
 import pytest
 import torch

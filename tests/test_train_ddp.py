@@ -31,7 +31,6 @@ def test_torchrun_two_processes_gloo(tmp_path):
         assert abs(correct - round(correct)) < 1e-6
     # and equal a single-process evaluation of the saved model
     from openmix.train.datasets import build_dataset
-    from openmix.train.engine import Engine
     from openmix.train.metrics import ClassificationMeter
     from openmix.train.models import build_model
     bundle = build_dataset("synthetic", num_test=101)

@@ -15,9 +15,7 @@ input-level branch (mixing at stage 0) or skipped with a note. The figure's capt
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
-import math
 import sys
 from pathlib import Path
 from typing import Sequence

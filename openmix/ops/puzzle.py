@@ -26,7 +26,6 @@ This is the energy the authors hand to their graph cut (there in int32 after sca
 """
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import torch

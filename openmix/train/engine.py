@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Optional

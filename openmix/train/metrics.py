@@ -98,7 +98,7 @@ class ClassificationMeter(SumMeter):
         n = float(s[0])
         if n == 0:
             return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan}
-        counts, correct, conf = s[4:4 + M], s[4 + M:4 + 2 * M], s[4 + 2 * M:]
+        correct, conf = s[4 + M:4 + 2 * M], s[4 + 2 * M:]
         ece = float((correct - conf).abs().sum() / n)  # |B|/N * |acc - conf| = |sum correct - sum conf| / N
         return {
             "top1": 100.0 * float(s[1]) / n,
