@@ -34,16 +34,20 @@ def _grid_edges(n: int):
     return (ids[:-1, :].ravel(), ids[1:, :].ravel()), (ids[:, :-1].ravel(), ids[:, 1:].ravel())
 
 
+def _flat_problem(unary: np.ndarray, wv: np.ndarray, wh: np.ndarray):
+    """(n, n, L) unaries and grid weights -> u (n*n, L), edge ends p, q (E,) and weights w (E,)."""
+    n, _, n_labels = unary.shape
+    (vp, vq), (hp, hq) = _grid_edges(n)
+    w = np.concatenate([wv.ravel(), wh.ravel()]).astype(np.float64)
+    return unary.reshape(n * n, n_labels).astype(np.float64), np.concatenate([vp, hp]), np.concatenate([vq, hq]), w
+
+
 def solve_labelling_exact_one(unary: np.ndarray, wv: np.ndarray, wh: np.ndarray) -> np.ndarray:
     """Exact minimiser for one sample. unary: (n, n, L) with L in {2, 3}; wv: (n-1, n); wh: (n, n-1)
     non-negative -> labels (n, n) int64."""
     maxflow = _import_maxflow()
     n, _, n_labels = unary.shape
-    u = unary.reshape(n * n, n_labels).astype(np.float64)
-    (vp, vq), (hp, hq) = _grid_edges(n)
-    p = np.concatenate([vp, hp])
-    q = np.concatenate([vq, hq])
-    w = np.concatenate([wv.ravel(), wh.ravel()]).astype(np.float64)
+    u, p, q, w = _flat_problem(unary, wv, wh)
     g = maxflow.Graph[float]()
     if n_labels == 2:
         nodes = g.add_nodes(n * n)
@@ -94,11 +98,7 @@ def solve_labelling_swap_one(unary: np.ndarray, wv: np.ndarray, wh: np.ndarray, 
     unary: (n, n, L); wv: (n-1, n); wh: (n, n-1) -> labels (n, n) int64 (a local minimum for L = 3)."""
     maxflow = _import_maxflow()
     n, _, n_labels = unary.shape
-    u = unary.reshape(n * n, n_labels).astype(np.float64)
-    (vp, vq), (hp, hq) = _grid_edges(n)
-    p = np.concatenate([vp, hp])
-    q = np.concatenate([vq, hq])
-    w = np.concatenate([wv.ravel(), wh.ravel()]).astype(np.float64)
+    u, p, q, w = _flat_problem(unary, wv, wh)
     v = np.linspace(0.0, 1.0, n_labels)
     dist = (v[:, None] - v[None, :]) ** 2
     labels = u.argmin(1)
