@@ -6,6 +6,11 @@ partner as point sets A, A' (B, r, C) with r = H·W; cost ‖A_i − A'_j‖²; 
 P with uniform marginals (ε 0.1, ≤ 100 iterations, tolerance 0.1, batched, no host sync per
 iteration), R = r·P (no gradient). Direction drawn at random: ``Ã = R A'`` (the partner arranged
 like the row) mixed as λA + (1−λ)Ã, or ``Ã' = Rᵀ A`` mixed as λÃ' + (1−λ)A'. Labels mixed with λ.
+
+Vision-transformer tokens (layout ``FeatureLayout.tokens(p)``, h: (B, N, C)): the point sets are the
+N − p patch tokens (positions = tokens, features = C), aligned and mixed exactly as above; the p
+prefix tokens (class / register tokens, which have no position to align) are mixed linearly,
+λ h + (1 − λ) h[index], like ManifoldMix.
 """
 from __future__ import annotations
 
@@ -15,12 +20,14 @@ import torch
 
 from ..ops.sinkhorn import sinkhorn_plan
 from .base import register_policy
-from .manifoldmix import FeatureMixPlan, FeatureMixPolicy
+from ..ops import blend_with_partner
+from .manifoldmix import FeatureLayout, FeatureMixPlan, FeatureMixPolicy, resolve_layout
 
 
 @register_policy("alignmix")
 class AlignMix(FeatureMixPolicy):
-    """AlignMix on the last feature map (B, C, *spatial) of the model split.
+    """AlignMix on the last feature map of the model split: channels-first (B, C, *spatial), or
+    tokens (B, N, C) whose patch tokens are aligned and whose prefix tokens are mixed linearly.
 
     Args:
         alpha: Beta(α, α) for λ (authors: 2).
@@ -72,14 +79,37 @@ class AlignMix(FeatureMixPolicy):
         return FeatureMixPlan(stage, params["index"], params["lam"], params["mixed"], kind=kind,
                               extra={"direction": params["direction"]})
 
-    def mix_features(self, h: torch.Tensor, plan: FeatureMixPlan) -> torch.Tensor:
-        """h: (B, C, *spatial) with at least one spatial dim -> aligned mix, same shape and dtype."""
+    def mix_features(self, h: torch.Tensor, plan: FeatureMixPlan,
+                     layout: Optional[FeatureLayout] = None) -> torch.Tensor:
+        """Aligned mix, same shape and dtype as h.
+
+        layout None / channels-first: h (B, C, *spatial) with at least one spatial dim; the
+        positions are the spatial positions. ``FeatureLayout.tokens(p)``: h (B, N, C); the N − p
+        patch tokens are the positions (aligned as above), the first p prefix tokens are mixed
+        linearly with λ (rows that do not mix keep their own tokens).
+        """
+        layout = resolve_layout(layout)
+        layout.check(h)
+        if layout.is_tokens:
+            p = layout.num_prefix_tokens
+            patches = self._align_mix(h[:, p:], plan)                              # (B, N - p, C)
+            if p == 0:
+                return patches
+            index = plan.index.to(h.device)
+            lam = plan.lam.to(h.device, torch.float32).view(-1, 1, 1)
+            prefix = blend_with_partner(h[:, :p], index, lam)
+            prefix = torch.where(plan.mixed.to(h.device).view(-1, 1, 1), prefix, h[:, :p])
+            return torch.cat([prefix, patches], dim=1)
         if h.ndim < 3:
             raise ValueError(f"alignmix needs feature maps (B, C, *spatial) with spatial positions to align, "
                              f"got shape {tuple(h.shape)}")
-        b, c = h.shape[:2]
-        index = plan.index.to(h.device)
         a = h.flatten(2).transpose(1, 2)                                         # (B, r, C)
+        return self._align_mix(a, plan).transpose(1, 2).reshape(h.shape)
+
+    def _align_mix(self, a: torch.Tensor, plan: FeatureMixPlan) -> torch.Tensor:
+        """a: (B, r, C) point sets (r positions, C features) -> aligned mix (B, r, C)."""
+        b = a.shape[0]
+        index = plan.index.to(a.device)
         a_partner = a.index_select(0, index)
         r = a.shape[1]
         with torch.no_grad():
@@ -87,16 +117,15 @@ class AlignMix(FeatureMixPolicy):
             plan_r = sinkhorn_plan(feats, feats.index_select(0, index), eps=self.eps, max_iter=self.max_iter,
                                    tol=self.tol, check_every=self.check_every,
                                    cost_scale=self.cost_scale) * r                # R = r P, (B, r, r)
-        plan_r = plan_r.to(h.dtype)
-        lam = plan.lam.to(h.device, h.dtype).view(b, 1, 1)
+        plan_r = plan_r.to(a.dtype)
+        lam = plan.lam.to(a.device, a.dtype).view(b, 1, 1)
         aligned_partner = plan_r @ a_partner                                      # R A': partner at own positions
         aligned_own = plan_r.transpose(1, 2) @ a                                  # R^T A: own at partner's positions
         towards_own = torch.lerp(aligned_partner, a, lam)
         towards_partner = torch.lerp(a_partner, aligned_own, lam)
-        direction = plan.extra["direction"].to(h.device).view(b, 1, 1)
+        direction = plan.extra["direction"].to(a.device).view(b, 1, 1)
         mixed = torch.where(direction, towards_partner, towards_own)
-        mixed = torch.where(plan.mixed.to(h.device).view(b, 1, 1), mixed, a)
-        return mixed.transpose(1, 2).reshape(h.shape)
+        return torch.where(plan.mixed.to(a.device).view(b, 1, 1), mixed, a)
 
     def extra_repr(self) -> str:
         return (f"p_align={self.p_align}, eps={self.eps}, max_iter={self.max_iter}, tol={self.tol}, "
