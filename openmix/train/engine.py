@@ -8,12 +8,14 @@ Dispatch on ``policy.needs``:
   gradients taken w.r.t. the input only, parameters untouched) to get
   ``s = sqrt(mean_c (dL/dx)^2)``: (B, *spatial); then ``policy(x, y, saliency=s)``.
 - ``"features"``: ``plan = policy.plan(x, y, num_stages, generator)``; stage 0 mixes the input,
-  stage k mixes the output of ``stages[k-1]`` inside the model's forward (``MixNet``).
+  stage k mixes the output of ``stages[k-1]`` inside the model's forward (``MixNet``) with
+  ``policy.mix_features(h, plan, layout=split.layouts[k-1])`` (channels-first or tokens).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Optional
@@ -153,9 +155,25 @@ class Engine:
             if int(plan.stage) == 0:
                 x_used = plan.mix_input(x)
                 return plan.batch(x_used, y), {}
-            policy = self.policy
-            return plan.batch(x, y), {"stage": int(plan.stage), "mix": lambda h: policy.mix_features(h, plan)}
+            mix = self._feature_mixer(plan, split.layouts[int(plan.stage) - 1])
+            return plan.batch(x, y), {"stage": int(plan.stage), "mix": mix}
         raise ValueError(f"policy.needs must be 'input', 'saliency' or 'features', got {self.needs!r}")
+
+    def _feature_mixer(self, plan, layout) -> Callable[[torch.Tensor], torch.Tensor]:
+        """h -> policy.mix_features(h, plan, layout=layout); policies whose mix_features takes no
+        ``layout`` get channels-first feature maps only."""
+        policy = self.policy
+        if getattr(self, "_mix_takes_layout", None) is None:
+            params = inspect.signature(policy.mix_features).parameters
+            self._mix_takes_layout = "layout" in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        if self._mix_takes_layout:
+            return lambda h: policy.mix_features(h, plan, layout=layout)
+        if getattr(layout, "kind", "channels_first") != "channels_first":
+            raise ValueError(f"{type(policy).__name__}.mix_features(h, plan) takes no layout argument, but stage "
+                             f"{int(plan.stage)} of this model outputs {layout}; accepted: channels-first feature "
+                             f"maps, or a mix_features(h, plan, layout=None) that handles tokens (B, N, C)")
+        return lambda h: policy.mix_features(h, plan)
 
     def _output(self, out: torch.Tensor) -> torch.Tensor:
         out = out.float()

@@ -2,21 +2,24 @@
 stage split that feature-level policies need.
 
 Every model maps x: (B, C, *spatial) -> (B, K) logits (classification) or (B, D) predictions
-(regression). ``split_model`` returns ``stages`` (callables; each maps a feature map
-(B, C_i, *spatial_i) to the next) and a ``head`` such that
-``model(x) == head(stages[-1](...stages[0](x)))``.
+(regression). ``split_model`` returns ``stages`` (callables; each maps a hidden state to the
+next) and a ``head`` such that ``model(x) == head(stages[-1](...stages[0](x)))``, plus the
+``layouts`` of the stage outputs: channels-first (B, C_i, *spatial_i) for CNNs, tokens (B, N, C)
+with ``num_prefix_tokens`` class/register tokens for vision transformers.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ..policies.manifoldmix import CHANNELS_FIRST, FeatureLayout
+
 __all__ = ["SmallCNN", "SmallConv1d", "SmallMLP", "build_model", "split_model", "ModelSplit", "MixNet",
-           "SMALL_MODELS"]
+           "FeatureLayout", "SMALL_MODELS"]
 
 
 def _conv_bn_act(conv: nn.Module, bn: nn.Module) -> nn.Sequential:
@@ -145,10 +148,73 @@ def build_model(name: str, input_shape: Sequence[int], num_outputs: int, width: 
 
 @dataclass
 class ModelSplit:
-    """``model(x) == head(stages[-1](...stages[0](x)))``; stages[i] output: (B, C_i, *spatial_i)."""
+    """``model(x) == head(stages[-1](...stages[0](x)))``.
+
+    layouts[i]: how the output of stages[i] is laid out (a ``FeatureLayout``): channels-first
+    (B, C_i, *spatial_i), the default for every stage when not given, or
+    ``FeatureLayout.tokens(p)`` for (B, N, C) tokens of which the first p are prefix tokens."""
     stages: list[Callable[[torch.Tensor], torch.Tensor]]
     head: Callable[[torch.Tensor], torch.Tensor]
     description: str
+    layouts: Optional[list[FeatureLayout]] = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.layouts is None:
+            self.layouts = [CHANNELS_FIRST] * len(self.stages)
+        self.layouts = list(self.layouts)
+        if len(self.layouts) != len(self.stages) or not all(isinstance(l, FeatureLayout) for l in self.layouts):
+            raise ValueError(f"ModelSplit layouts must be one FeatureLayout per stage ({len(self.stages)} stages), "
+                             f"got {self.layouts!r}")
+
+
+def _is_vit(model: nn.Module) -> bool:
+    """timm VisionTransformer-like: patch_embed -> _pos_embed -> [patch_drop, norm_pre] -> blocks
+    (an nn.Sequential) -> norm is forward_features, then forward_head."""
+    return (isinstance(getattr(model, "patch_embed", None), nn.Module)
+            and isinstance(getattr(model, "blocks", None), nn.Sequential) and len(model.blocks) > 0
+            and callable(getattr(model, "_pos_embed", None))
+            and isinstance(getattr(model, "norm", None), nn.Module)
+            and callable(getattr(model, "forward_head", None))
+            and isinstance(getattr(model, "num_prefix_tokens", None), int)
+            and not isinstance(model.num_prefix_tokens, bool))
+
+
+def _split_vit(model: nn.Module, groups: int = 4) -> ModelSplit:
+    """Stage 1: patch embedding + position embedding (+ patch_drop, norm_pre) + the first group of
+    blocks; then the blocks in ``groups`` near-equal groups (fewer when there are fewer blocks),
+    the final ``norm`` in the last stage; head = ``forward_head``. Every stage outputs tokens
+    (B, N, C) with ``model.num_prefix_tokens`` prefix tokens."""
+    depth = len(model.blocks)
+    n = min(groups, depth)
+    base, extra = divmod(depth, n)
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+
+    def embed(x, m=model):
+        x = m._pos_embed(m.patch_embed(x))
+        if isinstance(getattr(m, "patch_drop", None), nn.Module):
+            x = m.patch_drop(x)
+        if isinstance(getattr(m, "norm_pre", None), nn.Module):
+            x = m.norm_pre(x)
+        return x
+
+    def make_stage(lo: int, hi: int, first: bool, last: bool):
+        def stage(x, m=model):
+            if first:
+                x = embed(x)
+            for i in range(lo, hi):
+                x = m.blocks[i](x)
+            return m.norm(x) if last else x
+        return stage
+
+    stages = [make_stage(bounds[i], bounds[i + 1], i == 0, i == n - 1) for i in range(n)]
+    names = [f"blocks[{bounds[i]}:{bounds[i + 1]}]" for i in range(n)]
+    names[0] = "patch_embed+pos_embed+" + names[0]
+    names[-1] += "+norm"
+    layout = FeatureLayout.tokens(int(model.num_prefix_tokens))
+    return ModelSplit(stages, model.forward_head, ", ".join(names) + " + forward_head (tokens)",
+                      [layout] * n)
 
 
 def split_model(model: nn.Module) -> ModelSplit | None:
@@ -161,8 +227,15 @@ def split_model(model: nn.Module) -> ModelSplit | None:
             return m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(x)))))
         return ModelSplit([stem_layer1, model.layer2, model.layer3, model.layer4], model.forward_head,
                           "stem+layer1, layer2, layer3, layer4 + forward_head")
+    if _is_vit(model):
+        return _split_vit(model)
     if callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None)):
-        return ModelSplit([model.forward_features], model.forward_head, "forward_features + forward_head")
+        # transformers with prefix tokens (timm sets num_prefix_tokens) output tokens (B, N, C)
+        p = getattr(model, "num_prefix_tokens", None)
+        tokens = isinstance(p, int) and not isinstance(p, bool) and p >= 0
+        return ModelSplit([model.forward_features], model.forward_head,
+                          "forward_features + forward_head" + (" (tokens)" if tokens else ""),
+                          [FeatureLayout.tokens(p) if tokens else CHANNELS_FIRST])
     return None
 
 
