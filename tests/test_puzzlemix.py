@@ -194,14 +194,61 @@ def test_short_training_run(tmp_path):
     assert s["where"] == "engine" and s["final"]["top1"] > 50
 
 
-def test_mix_moved_blocks_equals_moving_then_mixing():
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("levels", [2, 3])
+def test_mix_moved_blocks_equals_moving_then_mixing(adaptive, levels):
     from openmix.ops.puzzle import mix_moved_blocks
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(3 + levels)
     x = torch.rand(5, 3, 16, 16, generator=g)
     index = torch.randperm(5, generator=g)
     src_own = torch.stack([torch.randperm(16, generator=g) for _ in range(5)])
     src_par = torch.stack([torch.randperm(16, generator=g) for _ in range(5)])
-    weight = torch.randint(0, 3, (5, 16), generator=g).float() / 2
+    weight = torch.randint(0, levels, (5, 16), generator=g).float() / (levels - 1)
     pixel_weight = weight.view(5, 4, 4).repeat_interleave(4, 1).repeat_interleave(4, 2).unsqueeze(1)
     expected = torch.lerp(move_blocks(x[index], src_par, 4), move_blocks(x, src_own, 4), pixel_weight)
-    torch.testing.assert_close(mix_moved_blocks(x, index, src_own, src_par, weight, 4), expected)
+    torch.testing.assert_close(mix_moved_blocks(x, index, src_own, src_par, weight, 4, adaptive=adaptive), expected)
+    # a channels-last input gives the same pixels
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(mix_moved_blocks(x_cl, index, src_own, src_par, weight, 4, adaptive=adaptive), expected)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("t", [2, 4, 8, 16])
+def test_transport_equals_full_matrix_greedy(t, adaptive):
+    """The pruned, early-stopping transport gives exactly the authors' full-matrix greedy rounds."""
+    from openmix.ops.puzzle_reference import transport_order_full
+    g = torch.Generator().manual_seed(t)
+    for power in (1, 4, 12):                 # flat to peaked saliency: more blocks move when peaked
+        sal = torch.rand(24, t, t, generator=g, dtype=torch.float64) ** power
+        sal = sal / sal.sum((1, 2), keepdim=True)
+        visible = F.interpolate(torch.rand(24, 1, 3, 3, generator=g), size=(t, t), mode="nearest")[:, 0] > 0.5
+        ours = transport_order(visible, sal, eps=0.8, adaptive=adaptive)
+        full = transport_order_full(visible, sal, eps=0.8)
+        assert torch.equal(ours, full)
+        if t > 2 and power == 12:
+            assert (ours != torch.arange(t * t)).any(), "the check must include blocks that move"
+
+
+def test_boundary_differences_against_pooled_images():
+    """Both code paths (boundary strips for coarse grids, the pooled image for fine ones) against
+    a direct computation from avg_pool2d of the whole image."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 2, 64, 64, generator=g, dtype=torch.float64)
+    index = torch.tensor([2, 0, 1])
+    for grid in (2, 4, 8, 16):
+        bh = 64 // grid
+        d = min(4, bh)
+        pooled = F.avg_pool2d(x, d)
+        k = bh // d
+        dv, dh = boundary_differences(x, index, grid, neigh_size=4)
+        for i, src_a in enumerate((pooled[index], pooled)):
+            for j, src_b in enumerate((pooled[index], pooled)):
+                for r in range(grid - 1):
+                    above = src_a[:, :, (r + 1) * k - 1, :]                 # (B, C, W/d)
+                    below = src_b[:, :, (r + 1) * k, :]
+                    expected = (above - below).abs().mean(1).view(3, grid, k).mean(-1)
+                    torch.testing.assert_close(dv[:, i, j, r], expected)
+                    left = src_a[:, :, :, (r + 1) * k - 1]
+                    right = src_b[:, :, :, (r + 1) * k]
+                    expected = (left - right).abs().mean(1).view(3, grid, k).mean(-1)
+                    torch.testing.assert_close(dh[:, i, j, :, r], expected)

@@ -26,7 +26,8 @@ This is the energy the authors hand to their graph cut (there in int32 after sca
 """
 from __future__ import annotations
 
-from typing import Tuple
+import functools
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ __all__ = [
     "solve_labelling",
     "transport_order",
     "move_blocks",
+    "mix_moved_blocks",
     "neighbourhood_size",
 ]
 
@@ -84,14 +86,21 @@ def boundary_differences(x: torch.Tensor, index: torch.Tensor, grid: int,
     b, c, h, w = x.shape
     bh, bw = h // grid, w // grid
     d = neighbourhood_size(bh, bw, neigh_size)
-    own = F.avg_pool2d(x, d) if d > 1 else x
     kh, kw = bh // d, bw // d
-    srcs = (own[index], own)  # 0 = partner, 1 = own
-    # pooled rows just above / below each internal horizontal boundary
-    above = [s[:, :, kh - 1:(grid - 1) * kh:kh, :] for s in srcs]   # (B, C, grid-1, W/d)
-    below = [s[:, :, kh:grid * kh:kh, :] for s in srcs]
-    left = [s[:, :, :, kw - 1:(grid - 1) * kw:kw] for s in srcs]    # (B, C, H/d, grid-1)
-    right = [s[:, :, :, kw:grid * kw:kw] for s in srcs]
+    if 8 * d * (grid - 1) < min(h, w):
+        # few boundaries: pool only the d-pixel strips on both sides of each of them
+        strip = torch.arange(-d, d, device=x.device)
+        rows = torch.arange(1, grid, device=x.device).view(-1, 1) * bh + strip
+        cols = torch.arange(1, grid, device=x.device).view(-1, 1) * bw + strip
+        across = F.avg_pool2d(x.index_select(2, rows.flatten()), d)       # (B, C, 2(grid-1), W/d)
+        along = F.avg_pool2d(x.index_select(3, cols.flatten()), d)        # (B, C, H/d, 2(grid-1))
+        above, below, left, right = across[:, :, 0::2], across[:, :, 1::2], along[..., 0::2], along[..., 1::2]
+    else:
+        pooled = F.avg_pool2d(x, d) if d > 1 else x
+        above, below = pooled[:, :, kh - 1:(grid - 1) * kh:kh, :], pooled[:, :, kh:grid * kh:kh, :]
+        left, right = pooled[..., kw - 1:(grid - 1) * kw:kw], pooled[..., kw:grid * kw:kw]
+    # source 0 = partner, 1 = own
+    above, below, left, right = ((s.index_select(0, index), s) for s in (above, below, left, right))
     dv = x.new_empty(b, 2, 2, grid - 1, grid)
     dh = x.new_empty(b, 2, 2, grid, grid - 1)
     for i in range(2):
@@ -359,50 +368,81 @@ def solve_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor,
     return _sweep(best, unary, wv, wh, polish_sweeps)
 
 
-def _grid_cost(t: int, ref: torch.Tensor) -> torch.Tensor:
-    """(t*t, t*t) squared distance between block positions, divided by (t-1)**2."""
-    r = torch.arange(t, device=ref.device, dtype=ref.dtype)
+@functools.lru_cache(maxsize=None)
+def _positions_by_distance(t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each block of a t x t grid, all positions sorted by squared distance (ties: by index).
+
+    Returns order (t*t, t*t) long and the sorted distances (t*t, t*t) float64, divided by (t-1)**2.
+    """
+    r = torch.arange(t, dtype=torch.float64)
     pos = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(-1, 2)
-    return ((pos.unsqueeze(1) - pos.unsqueeze(0)) ** 2).sum(-1) / max(t - 1, 1) ** 2
+    dist = ((pos.unsqueeze(1) - pos.unsqueeze(0)) ** 2).sum(-1) / max(t - 1, 1) ** 2
+    dist_sorted, order = dist.sort(dim=1, stable=True)
+    return order, dist_sorted
 
 
 def transport_order(visible: torch.Tensor, saliency: torch.Tensor, eps: float = 0.8,
-                    rounds: int = -1) -> torch.Tensor:
+                    rounds: int = -1, adaptive: Optional[bool] = None) -> torch.Tensor:
     """Which block each target position shows after moving salient blocks into the visible area.
 
     visible: (B, t, t) bool, where the image is shown; saliency: (B, t, t) block saliency (sum 1).
     Cost of moving block i to position j: ``eps * |pos_i - pos_j|**2 / (t-1)**2 - saliency_i * visible_j``.
-    A greedy assignment as in the authors' transport: for ``rounds`` rounds (default t) every block
-    picks its cheapest position, each position keeps its cheapest claimant, and the losers are
-    barred from that position. Positions nobody won keep their own block.
+    The authors' greedy assignment: for ``rounds`` rounds (default t) every block claims its
+    cheapest position not yet barred to it (ties: the nearer position, then the lower index),
+    each position goes to its cheapest claimant (ties: the lower block index), and every loser
+    is barred from the position it lost. Positions nobody won keep their own block.
     Returns src (B, t*t) long: the block (flat index) to show at each position.
+
+    Only each block's nearest positions are scored: a block is barred at most once per round,
+    so it only ever claims one of its ``rounds + 1`` cheapest positions, and a position farther
+    than ``dist[rounds] + saliency_i / eps`` cannot be among those. With ``adaptive`` (default:
+    on the CPU) the work also adapts to the data: the scored width follows the batch's largest
+    saliency, only the losers choose again, and the rounds stop at the first round without a
+    loser (the assignment is then fixed). These read values back to the host, so on an
+    accelerator all positions are scored and every round runs. Both give the same result.
     """
     b, t, _ = visible.shape
     nb = t * t
     rounds = t if rounds < 0 else rounds
+    rounds = max(1, min(rounds, nb - 1))
+    device = saliency.device
     dtype = saliency.dtype if saliency.is_floating_point() else torch.float32
-    cost = (eps * _grid_cost(t, saliency.to(dtype)).unsqueeze(0)
-            - saliency.to(dtype).reshape(b, nb, 1) * visible.reshape(b, 1, nb).to(dtype))
-    src_idx = torch.arange(nb, device=cost.device).expand(b, nb)
-    big = torch.finfo(dtype).max
-    rounds = max(rounds, 1)
-    # a block only ever moves down its own preference list (a loss bars just the position it
-    # lost), so its ``rounds + 1`` cheapest positions are all the rounds can visit
-    k = min(rounds + 1, nb)
-    pref_cost, pref = cost.topk(k, dim=-1, largest=False, sorted=True)       # (B, N, k)
-    rank = torch.zeros(b, nb, 1, dtype=torch.long, device=cost.device)
-    winner = torch.full((b, nb), nb, device=cost.device, dtype=torch.long)
+    sal = saliency.to(dtype).reshape(b, nb)
+    order, dist = _positions_by_distance(t)
+    order, dist = order.to(device), dist.to(device, dtype)
+    on_cpu = device.type == "cpu" if adaptive is None else bool(adaptive)
+    width = nb
+    if on_cpu and eps > 0 and nb > 1:
+        reach = dist[:, min(rounds, nb - 1)] + float(sal.max()) / eps                 # (N,)
+        width = max(int((dist <= reach.unsqueeze(1)).sum(1).max()), min(rounds + 1, nb))
+    order, dist = order[:, :width], dist[:, :width]
+    shown = visible.reshape(b, nb)[:, order.reshape(-1)].view(b, nb, width)
+    cost = torch.addcmul(eps * dist, sal.unsqueeze(-1), shown.to(dtype), value=-1.0)  # (B, N, width)
+    src_idx = torch.arange(nb, device=device).expand(b, nb)
+    rows = cost.view(b * nb, width)
+    row_base = (src_idx * width).reshape(-1)                                         # (B*N,)
+    flat_order = order.reshape(-1)
+    pick = rows.argmin(dim=-1)                                                        # (B*N,) into width
+    winner = src_idx
     for _ in range(rounds):
-        choice = pref.gather(-1, rank).squeeze(-1)                            # (B, N) per source
-        choice_cost = pref_cost.gather(-1, rank).squeeze(-1)
-        best = torch.full((b, nb), big, device=cost.device, dtype=dtype)
+        choice = flat_order[row_base + pick].view(b, nb)                              # target per block
+        choice_cost = rows.gather(-1, pick.unsqueeze(-1)).view(b, nb)
+        best = torch.full((b, nb), float("inf"), device=device, dtype=dtype)
         best = best.scatter_reduce(-1, choice, choice_cost, reduce="amin")
-        is_best = choice_cost <= best.gather(-1, choice)
-        cand = torch.where(is_best, src_idx, torch.full_like(src_idx, nb))
-        winner = torch.full((b, nb), nb, device=cost.device, dtype=torch.long)
-        winner = winner.scatter_reduce(-1, choice, cand, reduce="amin")      # per target
-        lost = winner.gather(-1, choice) != src_idx
-        rank = (rank + lost.unsqueeze(-1).long()).clamp(max=k - 1)           # losers try their next choice
+        cand = torch.where(choice_cost <= best.gather(-1, choice), src_idx, nb)
+        winner = torch.full((b, nb), nb, device=device, dtype=torch.long)
+        winner = winner.scatter_reduce(-1, choice, cand, reduce="amin")              # block per target
+        lost = (winner.gather(-1, choice) != src_idx).view(-1)
+        if on_cpu:
+            losers = lost.nonzero().squeeze(-1)
+            if losers.numel() == 0:
+                break                                      # nobody lost: the assignment is fixed
+            rows[losers, pick[losers]] = float("inf")
+            pick[losers] = rows[losers].argmin(dim=-1)     # only the losers choose again
+        else:
+            rows.scatter_(-1, pick.unsqueeze(-1),
+                          torch.where(lost, float("inf"), rows.gather(-1, pick.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1))
+            pick = rows.argmin(dim=-1)
     return torch.where(winner < nb, winner, src_idx)
 
 
@@ -416,18 +456,45 @@ def move_blocks(x: torch.Tensor, src: torch.Tensor, t: int) -> torch.Tensor:
 
 
 def mix_moved_blocks(x: torch.Tensor, index: torch.Tensor, src_own: torch.Tensor, src_partner: torch.Tensor,
-                     weight: torch.Tensor, t: int) -> torch.Tensor:
+                     weight: torch.Tensor, t: int, adaptive: Optional[bool] = None) -> torch.Tensor:
     """``lerp(move_blocks(x[index], src_partner), move_blocks(x, src_own), weight)`` in fewer passes.
 
     x: (B, C, H, W) with H, W divisible by t; index: (B,) partners; src_own, src_partner: (B, t*t)
     the block each target position shows from the own / the partner image; weight: (B, t*t) the
-    own image's weight per target block. Blocks are gathered straight from a
-    (B, C, t, bh, t, bw) view, mixed in block layout and laid out once: four batch-sized passes
-    instead of eight.
+    own image's weight per target block.
+
+    Works on block-row segments (the ``W / t`` contiguous pixels of one block in one pixel row):
+    every output segment is gathered straight into image layout from the source that weighs at
+    least a half, then blended with the other source where the weight is strictly between 0
+    and 1. With ``adaptive`` (default: on the CPU) only the blended segments are gathered a
+    second time (none with two labels); finding them reads back to the host, so on an
+    accelerator every segment is blended, with weight 0 where nothing changes.
     """
     b, c, h, w = x.shape
-    blocks = x.view(b, c, t, h // t, t, w // t)
-    own = blocks[torch.arange(b, device=x.device).unsqueeze(1), :, src_own // t, :, src_own % t, :]
-    mixed = blocks[index.unsqueeze(1), :, src_partner // t, :, src_partner % t, :]   # (B, t*t, C, bh, bw)
-    mixed.lerp_(own, weight.to(x.dtype).view(b, t * t, 1, 1, 1))
-    return mixed.view(b, t, t, c, h // t, w // t).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+    bh, bw = h // t, w // t
+    device = x.device
+    own_first = weight >= 0.5                                                      # (B, t*t)
+    rows = torch.arange(b, device=device).view(b, 1)
+    partner = index.view(b, 1).to(device)
+    channel = torch.arange(c, device=device).view(1, c, 1, 1, 1)
+    line = torch.arange(bh, device=device).view(1, 1, 1, bh, 1)
+
+    def segments(image: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+        """Flat ids of the segments of x viewed as (B, C, t, bh, t, bw) -> (B*C*t*bh*t,)."""
+        image, r, col = (v.view(b, 1, t, 1, t) for v in (image, block // t, block % t))
+        return ((((image * c + channel) * t + r) * bh + line) * t + col).reshape(-1)
+
+    flat = x.reshape(-1, bw)
+    first = segments(torch.where(own_first, rows, partner), torch.where(own_first, src_own, src_partner))
+    out = flat.index_select(0, first)
+    toward_second = torch.where(own_first, 1 - weight, weight).to(x.dtype)        # (B, t*t)
+    second = segments(torch.where(own_first, partner, rows), torch.where(own_first, src_partner, src_own))
+    seg_weight = toward_second.view(b, 1, t, 1, t).expand(b, c, t, bh, t).reshape(-1, 1)
+    adaptive = device.type == "cpu" if adaptive is None else adaptive
+    if not adaptive:
+        return out.lerp_(flat.index_select(0, second), seg_weight).view(b, c, h, w)
+    blended = seg_weight.squeeze(1).nonzero().squeeze(1)          # only these segments need a blend
+    if blended.numel():
+        part = out.index_select(0, blended).lerp_(flat.index_select(0, second[blended]), seg_weight[blended])
+        out.index_copy_(0, blended, part)
+    return out.view(b, c, h, w)

@@ -151,3 +151,38 @@ def solve_labelling_swap(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor
     h = wh.detach().double().cpu().numpy()
     out = np.stack([solve_labelling_swap_one(u[i], v[i], h[i]) for i in range(u.shape[0])])
     return torch.from_numpy(out).to(unary.device)
+
+
+def transport_order_full(visible: torch.Tensor, saliency: torch.Tensor, eps: float = 0.8,
+                         rounds: int = -1) -> torch.Tensor:
+    """The greedy block transport on the full (B, N, N) cost matrix, every round, as the authors
+    run it: each round every block takes the argmin of its cost row, each position goes to its
+    cheapest claimant (ties: the lower block index) and losers are barred from what they lost.
+
+    The reference for ``openmix.ops.puzzle.transport_order`` (which scores only each block's
+    nearest positions and stops at a fixed point) and the transport of the speed baseline.
+    visible: (B, t, t) bool; saliency: (B, t, t) -> src (B, t*t) long.
+    """
+    b, t, _ = visible.shape
+    nb = t * t
+    rounds = t if rounds < 0 else rounds
+    rounds = max(1, min(rounds, nb - 1))
+    dtype = saliency.dtype if saliency.is_floating_point() else torch.float32
+    r = torch.arange(t, device=saliency.device, dtype=dtype)
+    pos = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1).reshape(-1, 2)
+    dist = ((pos.unsqueeze(1) - pos.unsqueeze(0)) ** 2).sum(-1) / max(t - 1, 1) ** 2
+    cost = eps * dist - saliency.to(dtype).reshape(b, nb, 1) * visible.reshape(b, 1, nb).to(dtype)
+    blocks = torch.arange(nb, device=cost.device)
+    winner = blocks.expand(b, nb)
+    for _ in range(rounds):
+        choice = cost.argmin(dim=-1)                                               # (B, N) per block
+        claimed = torch.zeros_like(cost, dtype=torch.bool).scatter_(-1, choice.unsqueeze(-1), True)
+        fight = torch.where(claimed, cost, torch.full_like(cost, float("inf")))    # claimants only
+        best = fight.min(dim=-2, keepdim=True).values                              # (B, 1, N)
+        is_best = claimed & (fight == best)
+        # the lowest-index claimant among the cheapest; nb where nobody claimed
+        first = torch.where(is_best, blocks.view(1, nb, 1), nb).min(dim=-2).values  # (B, N) per position
+        winner = first
+        lost = first.gather(-1, choice) != blocks
+        cost = cost.masked_fill(claimed & lost.unsqueeze(-1), float("inf"))
+    return torch.where(winner < nb, winner, blocks)
