@@ -64,6 +64,19 @@ def test_sinkhorn_identity_alignment_and_freezing():
         assert float((plan.sum(1) * 16 - 1).abs().max()) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logsumexp_without_denormals_matches_torch(dtype):
+    """The clamped logsumexp the Sinkhorn loop uses equals torch.logsumexp, also when most terms
+    are far below the largest (where the unclamped exp underflows into denormals)."""
+    from openmix.ops.sinkhorn import _logsumexp
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 16, 16, generator=g, dtype=dtype) * torch.tensor([1.0, 30.0, 300.0, 3000.0, 1e4, 1e5],
+                                                                        dtype=dtype).view(6, 1, 1)
+    for dim in (1, 2):
+        torch.testing.assert_close(_logsumexp(x, dim), torch.logsumexp(x, dim), rtol=1e-6 if dtype == torch.float32
+                                   else 1e-12, atol=0)
+
+
 def test_sinkhorn_errors():
     with pytest.raises(ValueError, match="cost must have shape"):
         sinkhorn_log(torch.zeros(3, 3))
