@@ -264,9 +264,10 @@ def _relaxed_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, 
         out[:, :, 1:] += yh
         return out
 
-    def box(y: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.minimum(y, hi), lo)
+    def dual_step(y: torch.Tensor, diff: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.add(y, diff, alpha=sigma), lo, hi)
 
+    lo_v, lo_h = -w_v, -w_h
     a = (ca < 0).to(ca.dtype)
     ya_v, ya_h = torch.zeros_like(w_v), torch.zeros_like(w_h)
     if three:
@@ -276,6 +277,7 @@ def _relaxed_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, 
         z1v, z2v = torch.zeros_like(w_v), torch.zeros_like(w_v)
         z1h, z2h = torch.zeros_like(w_h), torch.zeros_like(w_h)
         zero_v, zero_h = torch.zeros_like(w_v), torch.zeros_like(w_h)
+        hi2_v, hi2_h = 2 * w_v, 2 * w_h
     for _ in range(iters):
         ga = ca + grad_t(ya_v, ya_h)
         if three:
@@ -288,25 +290,25 @@ def _relaxed_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, 
             gb[:, :-1] -= z2v
             gb[:, :, 1:] -= z1h
             gb[:, :, :-1] -= z2h
-            a_new, b_new = a - tau * ga, b - tau * gb
+            a_new, b_new = torch.add(a, ga, alpha=-tau), torch.add(b, gb, alpha=-tau)
             crossed = b_new > a_new             # project onto 0 <= b <= a <= 1
             mid = (a_new + b_new) / 2
-            a_new = torch.where(crossed, mid, a_new).clamp(0, 1)
-            b_new = torch.where(crossed, mid, b_new).clamp(0, 1)
+            a_new = torch.where(crossed, mid, a_new).clamp_(0, 1)
+            b_new = torch.where(crossed, mid, b_new).clamp_(0, 1)
             a_bar, b_bar = 2 * a_new - a, 2 * b_new - b
             a, b = a_new, b_new
-            yb_v = box(yb_v + sigma * (b_bar[:, 1:] - b_bar[:, :-1]), -w_v, w_v)
-            yb_h = box(yb_h + sigma * (b_bar[:, :, 1:] - b_bar[:, :, :-1]), -w_h, w_h)
-            z1v = box(z1v + sigma * (a_bar[:, :-1] - b_bar[:, 1:]), zero_v, 2 * w_v)
-            z2v = box(z2v + sigma * (a_bar[:, 1:] - b_bar[:, :-1]), zero_v, 2 * w_v)
-            z1h = box(z1h + sigma * (a_bar[:, :, :-1] - b_bar[:, :, 1:]), zero_h, 2 * w_h)
-            z2h = box(z2h + sigma * (a_bar[:, :, 1:] - b_bar[:, :, :-1]), zero_h, 2 * w_h)
+            yb_v = dual_step(yb_v, b_bar[:, 1:] - b_bar[:, :-1], lo_v, w_v)
+            yb_h = dual_step(yb_h, b_bar[:, :, 1:] - b_bar[:, :, :-1], lo_h, w_h)
+            z1v = dual_step(z1v, a_bar[:, :-1] - b_bar[:, 1:], zero_v, hi2_v)
+            z2v = dual_step(z2v, a_bar[:, 1:] - b_bar[:, :-1], zero_v, hi2_v)
+            z1h = dual_step(z1h, a_bar[:, :, :-1] - b_bar[:, :, 1:], zero_h, hi2_h)
+            z2h = dual_step(z2h, a_bar[:, :, 1:] - b_bar[:, :, :-1], zero_h, hi2_h)
         else:
-            a_new = (a - tau * ga).clamp(0, 1)
+            a_new = torch.add(a, ga, alpha=-tau).clamp_(0, 1)
             a_bar = 2 * a_new - a
             a = a_new
-        ya_v = box(ya_v + sigma * (a_bar[:, 1:] - a_bar[:, :-1]), -w_v, w_v)
-        ya_h = box(ya_h + sigma * (a_bar[:, :, 1:] - a_bar[:, :, :-1]), -w_h, w_h)
+        ya_v = dual_step(ya_v, a_bar[:, 1:] - a_bar[:, :-1], lo_v, w_v)
+        ya_h = dual_step(ya_h, a_bar[:, :, 1:] - a_bar[:, :, :-1], lo_h, w_h)
     return torch.stack([a, b], dim=1) if three else a.unsqueeze(1)
 
 
