@@ -72,6 +72,17 @@ def make_plan(b, seed=0):
     return FeatureMixPlan(1, index, lam, mixed, kind="align", extra={"direction": direction})
 
 
+def test_channels_last_models_are_not_split():
+    """timm models whose features are channels-last (B, H, W, C) (Swin, MambaOut) have no layout yet:
+    feature mixing is refused with a clear error instead of mixing the wrong axes."""
+    timm = pytest.importorskip("timm")
+    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, img_size=32,
+                             window_size=2, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))
+    assert swin.output_fmt == "NHWC" and split_model(swin) is None
+    with pytest.raises(ValueError, match="cannot be split into stages"):
+        MixNet(swin)(torch.rand(2, 3, 32, 32), stage=1, mix=lambda h: h)
+
+
 @pytest.mark.parametrize("prefix", [0, 1, 3])
 def test_alignmix_tokens_align_patches_and_mix_prefix_linearly(prefix):
     b, n_patch, c = 6, 16, 8

@@ -219,6 +219,10 @@ def _split_vit(model: nn.Module, groups: int = 4) -> ModelSplit:
 
 def split_model(model: nn.Module) -> ModelSplit | None:
     """Split a model into stages and a head, or None when the model cannot be split."""
+    if getattr(model, "output_fmt", None) == "NHWC":
+        # channels-last feature maps (timm's Swin, MambaOut, ...): no layout describes them yet, and
+        # reading them as channels-first would mix the wrong axes, so feature mixing is refused
+        return None
     if isinstance(getattr(model, "stages", None), nn.ModuleList) and isinstance(getattr(model, "head", None), nn.Module):
         return ModelSplit(list(model.stages), model.head, f"{len(model.stages)} stages + head")
     if all(hasattr(model, a) for a in ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4",
