@@ -4,18 +4,22 @@
     python benchmarks/alignmix_overhead.py --device cuda --repeats 20
     python benchmarks/alignmix_overhead.py --quick            # small CNN
 
-Steps timed (forward + backward + SGD update, median of ``--repeats``):
+Steps timed (forward + backward + SGD update), called in turn within each of ``--rounds`` rounds
+so that all of them see the same machine load:
   * vanilla: the model on the clean batch;
   * align: AlignMix forced to align the last feature map (p_align = 1: the Sinkhorn step runs
     every iteration; the worst case);
   * alignmix: the authors' setting (p_align = 0.5: input mixup or alignment, drawn per step);
-  * sinkhorn: the alignment alone (cost, Sinkhorn, mixing) on the last feature map.
-Overhead = step / vanilla - 1. Prints a table and writes JSON (``--out``).
+  * alignment: the alignment alone (cost, Sinkhorn, mixing) on the last feature map.
+Overhead = step / vanilla - 1 from the per-round ratios (median and quartiles) and from the
+ratio of the mean times (the right figure for the p_align = 0.5 mixture). Prints a table and
+writes JSON (``--out``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import timed  # noqa: E402  (benchmarks/timing.py)
+from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py)
 import openmix  # noqa: E402
 from openmix.policies.alignmix import AlignMix  # noqa: E402
 
@@ -66,7 +70,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "alignmix_overhead.json"))
@@ -107,19 +111,23 @@ def main(argv=None):
         for s in model.stages:
             h = s(h)
     plan = align_always.plan(x, y, num_stages=n_stages)
-    reps = 2 if args.quick else args.repeats
-    t_vanilla = timed(lambda: step(None), device, reps)
-    t_align = timed(lambda: step(align_always), device, reps)
-    t_authors = timed(lambda: step(authors), device, reps * 2)
-    t_sinkhorn = timed(lambda: align_always.mix_features(h, plan), device, reps * 2)
-    row = {"device": str(device), "threads": torch.get_num_threads(),
+    rounds = 3 if args.quick else args.rounds
+    times = interleaved({"vanilla": lambda: step(None), "align": lambda: step(align_always),
+                         "alignmix": lambda: step(authors), "alignment": lambda: align_always.mix_features(h, plan)},
+                        device, rounds)
+    align, mixture, alone = (ratio_stats(times[k], times["vanilla"]) for k in ("align", "alignmix", "alignment"))
+    row = {"device": str(device), "threads": torch.get_num_threads(), "rounds": rounds,
            "model": "small-cnn" if args.quick else "resnet18-cifar", "batch": f"{args.batch}x3x32x32",
-           "feature_map": list(h.shape[1:]), "vanilla_ms": t_vanilla * 1e3, "align_every_step_ms": t_align * 1e3,
-           "alignmix_p0.5_ms": t_authors * 1e3, "alignment_only_ms": t_sinkhorn * 1e3,
-           "overhead_align_every_step": t_align / t_vanilla - 1, "overhead_alignmix_p0.5": t_authors / t_vanilla - 1,
-           "alignment_over_vanilla": t_sinkhorn / t_vanilla}
+           "feature_map": list(h.shape[1:]),
+           "vanilla_ms_median": statistics.median(times["vanilla"]) * 1e3,
+           "alignment_only_ms_median": statistics.median(times["alignment"]) * 1e3,
+           "overhead_align_every_step": align["median"] - 1,
+           "overhead_align_every_step_q1_q3": [align["q1"] - 1, align["q3"] - 1],
+           "overhead_alignmix_p0.5": mixture["ratio_of_means"] - 1,
+           "alignment_over_vanilla": alone["median"],
+           "alignment_over_vanilla_q1_q3": [alone["q1"], alone["q3"]]}
     for k, v in row.items():
-        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+        print(f"{k:34s} {v:.4f}" if isinstance(v, float) else f"{k:34s} {v}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

@@ -26,3 +26,31 @@ def timed(fn: Callable[[], object], device, repeats: int, warmup: int = 1) -> fl
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved(fns: dict, device, rounds: int, warmup: int = 1) -> dict:
+    """Seconds of each ``fns[name]()`` per round, the functions called in turn within every round.
+
+    Interleaving exposes every function to the same machine load, so ratios taken round by round
+    (``ratio_stats``) stay meaningful on a shared, noisy machine where separate medians do not.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio_stats(numerator: list, denominator: list) -> dict:
+    """Per-round ratios of two ``interleaved`` series: median, quartiles, and the ratio of the means."""
+    ratios = sorted(a / b for a, b in zip(numerator, denominator))
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return {"median": statistics.median(ratios), "q1": q[0], "q3": q[2],
+            "ratio_of_means": statistics.fmean(numerator) / statistics.fmean(denominator)}
