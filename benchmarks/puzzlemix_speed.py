@@ -30,6 +30,7 @@ import platform
 import statistics
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py)
 from openmix.ops import puzzle as ops  # noqa: E402
+from openmix.policies import puzzlemix as puzzlemix_module  # noqa: E402
 from openmix.policies.puzzlemix import PuzzleMix  # noqa: E402
 
 
@@ -63,19 +65,11 @@ def _costs(policy: PuzzleMix, x, s, params):
 
 def baseline_mix(policy: PuzzleMix, x, s, params, solver):
     """PuzzleMix.apply with only the labelling replaced by a per-sample CPU solver (round trip included)."""
-    b, c, h, w = x.shape
-    n = params["grid"].shape[1]
-    index = params["index"]
-    sal_block, costs = _costs(policy, x, s, params)
-    labels = solver(*costs).to(x.device)                     # .cpu() inside: the authors' round trip
-    block_mask = labels.to(x.dtype) / (policy.n_labels - 1)
-    t = policy.transport_grid(n, h, w)
-    f = t // n
-    mask_t = block_mask.repeat_interleave(f, 1).repeat_interleave(f, 2)
-    sal_t = ops.block_saliency(s, t) if t != n else sal_block
-    src_own = ops.transport_order(mask_t > 0, sal_t, policy.t_eps)
-    src_par = ops.transport_order(mask_t < 1, sal_t[index], policy.t_eps)
-    return ops.mix_moved_blocks(x, index, src_own, src_par, mask_t.flatten(1), t)
+    def per_sample(unary, wv, wh, iters=-1):
+        return solver(unary, wv, wh).to(unary.device)          # .cpu() inside: the authors' round trip
+
+    with mock.patch.object(puzzlemix_module, "solve_labelling", per_sample):
+        return policy.apply(x, params, saliency=s)[0]
 
 
 def _plan_transport(x, src, t):
