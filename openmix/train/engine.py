@@ -104,6 +104,11 @@ class EpochStats:
     lr: float
 
 
+def _accepts_keyword(fn: Callable, name: str) -> bool:
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 class Engine:
     """Holds everything one training step touches."""
 
@@ -124,6 +129,8 @@ class Engine:
         self.target_mean, self.target_std, self.num_classes = target_mean, target_std, num_classes
         self.dist = dist_info
         self.needs = getattr(policy, "needs", "input")
+        # feature policies written against the older contract take no layout argument
+        self._mix_takes_layout = self.needs == "features" and _accepts_keyword(policy.mix_features, "layout")
 
     # ------------------------------------------------------------------------------- helpers
     def autocast(self):
@@ -163,10 +170,6 @@ class Engine:
         """h -> policy.mix_features(h, plan, layout=layout); policies whose mix_features takes no
         ``layout`` get channels-first feature maps only."""
         policy = self.policy
-        if getattr(self, "_mix_takes_layout", None) is None:
-            params = inspect.signature(policy.mix_features).parameters
-            self._mix_takes_layout = "layout" in params or any(
-                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         if self._mix_takes_layout:
             return lambda h: policy.mix_features(h, plan, layout=layout)
         if getattr(layout, "kind", "channels_first") != "channels_first":
