@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..paths import config_dir
 from .db import ResultsDB, RunRecord
 from .suite import RunSpec, Suite
 
@@ -38,11 +39,9 @@ DEFAULT_HASH_EXCLUDE = ("trainer.out_dir", "hydra")
 
 
 def default_config_dir() -> Path:
-    """The repository's ``configs/`` directory (``OPENMIX_CONFIG_DIR`` overrides it)."""
-    env = os.environ.get("OPENMIX_CONFIG_DIR")
-    if env:
-        return Path(env).resolve()
-    return (Path(__file__).resolve().parents[2] / "configs").resolve()
+    """The trainer's configs: ``OPENMIX_CONFIG_DIR``, the repository's ``configs/`` or the copy
+    inside the installed package (see ``openmix.paths``)."""
+    return config_dir()
 
 
 # ---- the trainer's config ----------------------------------------------------------------

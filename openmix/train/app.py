@@ -23,8 +23,10 @@ from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["train", "main", "compose_config", "CONFIG_DIR", "ConfigError"]
 
-# the repository's configs/ (an editable install); OPENMIX_CONFIG_DIR points elsewhere
-CONFIG_DIR = Path(os.environ.get("OPENMIX_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs")
+from ..paths import config_dir
+
+# OPENMIX_CONFIG_DIR, else the repository's configs/, else the copy inside the installed package
+CONFIG_DIR = config_dir()
 ENGINE_MIX_KEYS = ("where",)          # mix config keys for the engine, not the policy constructor
 CHECKPOINT_FORMAT = "openmix-checkpoint"
 
@@ -524,8 +526,8 @@ def main() -> None:
     """Console script ``openmix-train`` / ``python -m openmix.train``."""
     import hydra
     if not (CONFIG_DIR / "train.yaml").is_file():
-        raise SystemExit(f"openmix-train: error: no train.yaml in {CONFIG_DIR}; run from an editable install of the "
-                         f"openmix repository (pip install -e .) or set OPENMIX_CONFIG_DIR to its configs/ folder")
+        raise SystemExit(f"openmix-train: error: no train.yaml in {CONFIG_DIR}; set OPENMIX_CONFIG_DIR to a folder "
+                         f"laid out like the repository's configs/ (or reinstall openmix: its wheel ships them)")
     if int(os.environ.get("RANK", "0")) > 0:
         # DDP ranks > 0 write nothing: no .hydra/ folder, no log file
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
