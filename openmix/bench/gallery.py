@@ -208,7 +208,7 @@ def show_policies(out: str | Path, policies: Sequence[str] | None = None,
                   seed: int = 0, alpha: float | None = None) -> Path:
     """Render the gallery to ``out`` (PNG, written atomically) and return its path."""
     import openmix
-    from .leaderboard import write_atomic
+    from ..files import write_bytes_atomic
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n: got {n!r}, expected an int >= 2")
@@ -232,7 +232,7 @@ def show_policies(out: str | Path, policies: Sequence[str] | None = None,
         captions = [name[:14] for name in names]
         source = f"{Path(images).name}/"
     png = render_gallery(x, captions, policies, seed=seed, alpha=alpha, y=y, source=source)
-    return write_atomic(Path(out), png)
+    return write_bytes_atomic(Path(out), png)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

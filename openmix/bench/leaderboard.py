@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..files import write_bytes_atomic, write_text_atomic
 from .db import ResultsDB
 from .suite import DEFAULT_HEADLINE, lower_is_better
 
@@ -443,20 +444,6 @@ def render_html(entries: Sequence[Entry], suite: str, png: bytes | None = None,
 
 
 # ---- files -------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def readme_markers(suite: str) -> tuple[str, str]:
     return f"<!-- openmix-leaderboard:{suite} -->", f"<!-- /openmix-leaderboard:{suite} -->"
 
@@ -473,7 +460,7 @@ def update_readme(readme: str | os.PathLike, suite: str, markdown: str) -> Path:
         raise ValueError(f"readme: got {str(path)!r}, which lacks the markers {start} ... {end} "
                          "(put them where the leaderboard goes)")
     new = text[: i + len(start)] + "\n" + markdown + text[j:]
-    return write_atomic(path, new)
+    return write_text_atomic(path, new)
 
 
 def default_command(db: Sequence[str] | str, suite: str, out: str,
@@ -518,11 +505,11 @@ def render_leaderboard(
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in suite)
     png = render_png(entries, suite, baseline)
     written = [
-        write_atomic(out / f"{stem}.png", png),
-        write_atomic(out / f"{stem}.csv", render_csv(entries)),
-        write_atomic(out / f"{stem}.md", render_markdown(entries, suite, command, f"{stem}.png",
+        write_bytes_atomic(out / f"{stem}.png", png),
+        write_text_atomic(out / f"{stem}.csv", render_csv(entries)),
+        write_text_atomic(out / f"{stem}.md", render_markdown(entries, suite, command, f"{stem}.png",
                                                          failed=len(failed))),
-        write_atomic(out / f"{stem}.html", render_html(entries, suite, png, command, failed)),
+        write_text_atomic(out / f"{stem}.html", render_html(entries, suite, png, command, failed)),
     ]
     if readme is not None:
         image = os.path.relpath(out / f"{stem}.png", Path(readme).resolve().parent)

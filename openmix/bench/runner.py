@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..files import write_json_atomic
 from ..paths import config_dir
 from .db import ResultsDB, RunRecord
 from .suite import RunSpec, Suite
@@ -174,9 +175,7 @@ def _child(train_fn_spec, cfg: DictConfig, out_dir: str, threads: int | None) ->
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, indent=None)
 
 
 def execute(

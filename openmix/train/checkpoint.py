@@ -18,24 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import fsync_dir, write_atomic
+
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state"]
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, tampered with or incompatible."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def previous_path(path: str | os.PathLike) -> Path:
@@ -46,16 +35,13 @@ def previous_path(path: str | os.PathLike) -> Path:
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike, keep_previous: bool = True) -> Path:
     """Write ``state`` to ``path`` atomically (tmp file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, previous_path(path))
+    if not keep_previous or not path.exists():
+        return write_atomic(path, lambda f: torch.save(state, f))
+    # the new file is complete on disk before the current one becomes .prev
+    tmp = write_atomic(path.with_name(f".{path.name}.{os.getpid()}.new"), lambda f: torch.save(state, f))
+    os.replace(path, previous_path(path))
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

@@ -7,39 +7,14 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..files import json_safe, write_json_atomic, write_text_atomic
+
 __all__ = ["write_text_atomic", "write_json_atomic", "write_metrics_jsonl", "TensorBoardLogger", "format_summary"]
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
 
 
 def write_metrics_jsonl(path: str | os.PathLike, history: Sequence[dict]) -> Path:
     """The whole history, one JSON object per epoch, rewritten atomically each epoch (small)."""
-    return write_text_atomic(path, "".join(json.dumps(_json_safe(h)) + "\n" for h in history))
+    return write_text_atomic(path, "".join(json.dumps(json_safe(h)) + "\n" for h in history))
 
 
 class TensorBoardLogger:
