@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batch import MixedBatch
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import all_reduce_sum
 from .metrics import ClassificationMeter, RegressionMeter
-from .models import MixNet
 
-__all__ = ["ModelEma", "Engine", "normalise_input", "input_saliency"]
+__all__ = ["ModelEma", "Engine", "EpochStats", "NonFiniteLossError", "normalise_input", "input_saliency"]
 
 
 class ModelEma:
@@ -104,33 +103,36 @@ class EpochStats:
     lr: float
 
 
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or inf; says at which batch and whether the data caused it."""
+
+
 def _accepts_keyword(fn: Callable, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class Engine:
-    """Holds everything one training step touches."""
+    """One training step and one evaluation pass, for every kind of policy.
 
-    def __init__(self, *, net: MixNet, train_module: nn.Module, policy: Any, loss_fn: Callable,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
-                 device: torch.device, task: str, mean=None, std=None, device_mixer: Any = None,
-                 amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
-                 clip_grad: Optional[float] = None, ema: Optional[ModelEma] = None, eval_ema: bool = True,
-                 target_mean: float = 0.0, target_std: float = 1.0, num_classes: int = 0,
-                 dist_info: DistInfo = DistInfo()):
-        self.net, self.train_module, self.policy, self.loss_fn = net, train_module, policy, loss_fn
-        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
-        self.device, self.task, self.device_mixer = device, task, device_mixer
-        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=device)
-        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32, device=device)
-        self.amp_dtype, self.channels_last, self.clip_grad = amp_dtype, channels_last, clip_grad
-        self.ema, self.eval_ema = ema, eval_ema
-        self.target_mean, self.target_std, self.num_classes = target_mean, target_std, num_classes
-        self.dist = dist_info
-        self.needs = getattr(policy, "needs", "input")
+    Built from a ``Run`` (``openmix.train.build``): reads the parts it touches (model, policy,
+    loss, optimiser, scheduler, scaler, EMA, mixers, device, AMP settings) once."""
+
+    def __init__(self, run: Any):
+        t = run.settings.trainer
+        data = run.data
+        self.net, self.train_module, self.policy, self.loss_fn = run.net, run.train_module, run.policy, run.loss_fn
+        self.optimizer, self.scheduler, self.scaler = run.optimizer, run.scheduler, run.scaler
+        self.device, self.task, self.device_mixer = run.device, data.task, run.device_mixer
+        self.mean = None if data.mean is None else torch.as_tensor(data.mean, dtype=torch.float32, device=run.device)
+        self.std = None if data.std is None else torch.as_tensor(data.std, dtype=torch.float32, device=run.device)
+        self.amp_dtype, self.channels_last, self.clip_grad = run.amp_dtype, t.channels_last, t.clip_grad
+        self.ema, self.eval_ema = run.ema, t.ema["eval"]
+        self.target_mean, self.target_std, self.num_classes = data.target_mean, data.target_std, data.num_classes
+        self.dist = run.dist
+        self.needs = getattr(self.policy, "needs", "input")
         # feature policies written against the older contract take no layout argument
-        self._mix_takes_layout = self.needs == "features" and _accepts_keyword(policy.mix_features, "layout")
+        self._mix_takes_layout = self.needs == "features" and _accepts_keyword(self.policy.mix_features, "layout")
 
     # ------------------------------------------------------------------------------- helpers
     def autocast(self):
@@ -185,39 +187,73 @@ class Engine:
         return out
 
     # ---------------------------------------------------------------------------------- train
-    def train_epoch(self, loader: Iterable, progress=None) -> EpochStats:
-        """One pass over ``loader``; returns the mean training loss (reduced across ranks)."""
+    def train_epoch(self, loader: Iterable, progress=None, epoch: int = 0) -> EpochStats:
+        """One pass over ``loader``; returns the mean training loss (reduced across ranks).
+
+        A non-finite loss stops training with ``NonFiniteLossError`` naming the batch: at once on
+        the CPU; on accelerators at the next host sync the loop makes anyway (the progress bar's,
+        every 10 steps, and the end of the epoch), so that the check adds no synchronisation."""
         self.net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         count = 0
         t0 = time.perf_counter()
         for step, batch in enumerate(loader):
-            mb, fwd = self.prepare(batch)
-            with self.autocast():
-                out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
-            loss = self.loss_fn(self._output(out), mb)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.clip_grad:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update(self.net.model)
+            mb, loss = self.train_step(batch)
+            if self.device.type == "cpu":
+                if not torch.isfinite(loss):
+                    raise self._non_finite(epoch, step, mb)
+            else:
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             n = mb.x.shape[0]
             loss_sum += loss.detach().double() * n
             count += n
             if progress is not None:
                 progress.update(1)
-                if step % 10 == 0:  # a host sync, so not every step
+                if step % 10 == 0:  # a host sync, so not every step; the loss check rides on it
+                    self._check_bad(first_bad, epoch)
                     progress.set_postfix(loss=f"{float(loss_sum) / max(count, 1):.4f}", refresh=False)
+        self._check_bad(first_bad, epoch)
         totals = all_reduce_sum(torch.stack([loss_sum.cpu(), torch.tensor(float(count), dtype=torch.float64)]),
                                 self.dist, self.device)
         seconds = time.perf_counter() - t0
         return EpochStats(train_loss=float(totals[0] / totals[1].clamp_min(1)), samples=int(totals[1]),
                           seconds=seconds, lr=float(self.optimizer.param_groups[0]["lr"]))
+
+    def train_step(self, batch: Any) -> tuple[MixedBatch, torch.Tensor]:
+        """Mix, forward, loss, backward, optimiser and schedule step, EMA update; -> (batch, loss)."""
+        mb, fwd = self.prepare(batch)
+        with self.autocast():
+            out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
+        loss = self.loss_fn(self._output(out), mb)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.net.model)
+        return mb, loss
+
+    def _check_bad(self, first_bad: torch.Tensor, epoch: int) -> None:
+        step = int(first_bad)
+        if step >= 0:
+            raise self._non_finite(epoch, step, None)
+
+    def _non_finite(self, epoch: int, step: int, mb: Optional[MixedBatch]) -> NonFiniteLossError:
+        where = f"the training loss is not finite at epoch {epoch + 1}, batch {step}"
+        if mb is None:
+            return NonFiniteLossError(f"{where} (found at the next host sync); check the data for NaN/inf, "
+                                      f"or lower optim.lr / set trainer.clip_grad if the model diverged")
+        if not bool(torch.isfinite(mb.x).all()):
+            return NonFiniteLossError(f"{where}: the batch's inputs hold NaN or inf values; clean the dataset")
+        if mb.y.is_floating_point() and not bool(torch.isfinite(mb.y).all()):
+            return NonFiniteLossError(f"{where}: the batch's labels hold NaN or inf values; clean the dataset")
+        return NonFiniteLossError(f"{where} although its inputs and labels are finite: the model diverged; "
+                                  f"lower optim.lr or set trainer.clip_grad")
 
     # ------------------------------------------------------------------------------- evaluate
     @torch.no_grad()
