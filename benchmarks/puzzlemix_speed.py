@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the per-sample reference solvers
 
 from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py)
 from openmix.ops import puzzle as ops  # noqa: E402
@@ -84,7 +85,7 @@ def _plan_transport(x, src, t):
 
 def authors_mix(policy: PuzzleMix, x, s, params):
     """The authors' pipeline: per-sample alpha-beta swap, full-matrix greedy transport, plan product."""
-    from openmix.ops.puzzle_reference import solve_labelling_swap, transport_order_full
+    from puzzle_reference import solve_labelling_swap, transport_order_full
     b, c, h, w = x.shape
     n = params["grid"].shape[1]
     index = params["index"]
@@ -101,7 +102,7 @@ def authors_mix(policy: PuzzleMix, x, s, params):
 
 
 def mixing_table(device, repeats: int, sizes, grids):
-    from openmix.ops.puzzle_reference import solve_labelling_exact, solve_labelling_swap
+    from puzzle_reference import solve_labelling_exact, solve_labelling_swap
     rows = []
     for b, size in sizes:
         x, y, s = make_batch(b, size, device)

@@ -34,7 +34,7 @@ def random_problem(b, n, n_labels, seed):
 @pytest.mark.parametrize("n", [2, 4, 8, 16])
 def test_energy_within_one_percent_of_exact_optimum(n, n_labels, record_property):
     """The batched solver against an exact min-cut (PyMaxflow; Ishikawa graph for 3 labels)."""
-    reference = pytest.importorskip("openmix.ops.puzzle_reference")
+    reference = pytest.importorskip("puzzle_reference")
     pytest.importorskip("maxflow")
     b = 48 if n < 16 else 32
     unary, wv, wh = random_problem(b, n, n_labels, seed=10 * n + n_labels)
@@ -52,7 +52,7 @@ def test_energy_within_one_percent_of_exact_optimum(n, n_labels, record_property
 
 
 def test_reference_matches_brute_force():
-    reference = pytest.importorskip("openmix.ops.puzzle_reference")
+    reference = pytest.importorskip("puzzle_reference")
     pytest.importorskip("maxflow")
     for n_labels in (2, 3):
         unary, wv, wh = random_problem(32, 2, n_labels, seed=n_labels)
@@ -216,7 +216,7 @@ def test_mix_moved_blocks_equals_moving_then_mixing(adaptive, levels):
 @pytest.mark.parametrize("t", [2, 4, 8, 16])
 def test_transport_equals_full_matrix_greedy(t, adaptive):
     """The pruned, early-stopping transport gives exactly the authors' full-matrix greedy rounds."""
-    from openmix.ops.puzzle_reference import transport_order_full
+    from puzzle_reference import transport_order_full
     g = torch.Generator().manual_seed(t)
     for power in (1, 4, 12):                 # flat to peaked saliency: more blocks move when peaked
         sal = torch.rand(24, t, t, generator=g, dtype=torch.float64) ** power
