@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openmix.train.app import compose_config, train  # noqa: E402
-from openmix.train.outputs import write_json_atomic  # noqa: E402
+from openmix.files import write_json_atomic  # noqa: E402
 
 STATIC = ("vanilla", "mixup", "cutmix", "fmix", "resizemix")
 
@@ -40,11 +40,11 @@ def _mixing_ms(args, policy_name: str, where: str, calls: int = 200) -> float:
     on a list of samples minus plain collation (collate), or DeviceMixer on a batch (device)."""
     import openmix
     from torch.utils.data import default_collate
-    from openmix.train.app import _policy_kwargs
     from openmix.train.datasets import build_dataset
-    cfg = compose_config([f"data={args.data}", f"mix={policy_name}", *args.override])
-    bundle = build_dataset(cfg.data.name, **{k: v for k, v in cfg.data.items() if k not in ("name", "task")})
-    policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
+    from openmix.train.settings import validate
+    settings = validate(compose_config([f"data={args.data}", f"mix={policy_name}", *args.override]))
+    bundle = build_dataset(settings.data.name, **settings.data.builder_kwargs)
+    policy = openmix.build_policy(settings.mix.name, **settings.mix.policy_kwargs)
     samples = [bundle.train[i] for i in range(args.batch_size)]
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        (args.device if args.device != "auto" else "cpu"))

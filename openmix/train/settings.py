@@ -500,10 +500,12 @@ def _check_combinations(s: Settings) -> None:
     if s.mix.dataset_pairing is not None and t.batch_size % 2:
         raise ConfigError(f"mix.pairing.scope=dataset needs an even trainer.batch_size (half anchors, half "
                           f"partners), got {t.batch_size}")
-    if t.device.startswith("cuda"):
+    if t.device.startswith("cuda") or t.device == "mps":
         import torch
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device={t.device!r} but CUDA is not available; use trainer.device=cpu or auto")
+        available = torch.cuda.is_available() if t.device.startswith("cuda") else torch.backends.mps.is_available()
+        if not available:
+            raise ConfigError(f"trainer.device={t.device!r} but {t.device.split(':')[0].upper()} is not available on "
+                              f"this machine; use trainer.device=cpu or auto")
 
 
 # ------------------------------------------------------------------------------ config files
