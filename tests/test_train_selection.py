@@ -15,7 +15,7 @@ def poisoned(monkeypatch):
     """Engine.evaluate returns the fixed sequences above: the Evaluator asks for validation, then test."""
     calls = []
 
-    def fake_evaluate(self, loader):
+    def fake_evaluate(self, loader, model=None, **kwargs):
         calls.append(loader)
         epoch, is_test = divmod(len(calls) - 1, 2)
         top1 = (TEST if is_test else VAL)[epoch]
@@ -47,7 +47,7 @@ def test_last_k_and_final_rules(tmp_path, poisoned):
 def test_ties_on_validation_accuracy_go_to_the_lower_validation_nll(tmp_path, monkeypatch):
     calls = []
 
-    def fake_evaluate(self, loader):
+    def fake_evaluate(self, loader, model=None, **kwargs):
         calls.append(loader)
         epoch, is_test = divmod(len(calls) - 1, 2)
         return {"top1": 50.0, "top5": 100.0, "nll": [0.9, 0.5, 0.7, 0.5][epoch], "ece": 0.1}

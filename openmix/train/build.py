@@ -56,6 +56,7 @@ class Run:
     history: list = field(default_factory=list)
     start_epoch: int = 0
     resumed_from: Optional[Path] = None
+    reports: dict = field(default_factory=dict)
     config_yaml: str = ""
     previous_configs: list = field(default_factory=list)
 
@@ -271,16 +272,18 @@ def _amp_dtype(amp: Any, amp_dtype: str, device: torch.device) -> Optional[torch
 
 def build_callbacks(run: Run) -> None:
     from .callbacks import CheckpointWriter, EpochSetter, Evaluator, History, MetricsWriter, Selector, primary_metric
-    t = run.settings.trainer
+    from .reports import FinalReports, SelectedWeights
+    t, e = run.settings.trainer, run.settings.eval
     run.selector = Selector(t.select, primary_metric(run.data.task), t.last_k)
     run.callbacks = [
         EpochSetter(run.sampler, run.data.train, run.collate_mixer, run.device_mixer, run.policy, run.loaders),
         Evaluator(run.engine, run.loaders.val, run.loaders.test),
         run.selector,
-        History(run.history),
-        CheckpointWriter(run, t.save_checkpoints),
-        MetricsWriter(run),
     ]
+    if e.calibration or e.robustness:
+        selected = SelectedWeights(run.engine, t.select)
+        run.callbacks += [selected, FinalReports(run, selected)]
+    run.callbacks += [History(run.history), CheckpointWriter(run, t.save_checkpoints), MetricsWriter(run)]
 
 
 # ----------------------------------------------------------------------------------- resume

@@ -256,11 +256,20 @@ class Engine:
                                   f"lower optim.lr or set trainer.clip_grad")
 
     # ------------------------------------------------------------------------------- evaluate
+    def eval_model(self) -> nn.Module:
+        """The model that evaluation uses: the EMA weights when trainer.ema.eval, else the model."""
+        return self.ema.module if (self.ema is not None and self.eval_ema) else self.net.model
+
     @torch.no_grad()
-    def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Test metrics reduced across ranks: classification top1/top5 (percent), nll, ece;
-        regression rmse and mape (percent) on the original target scale."""
-        model = self.ema.module if (self.ema is not None and self.eval_ema) else self.net.model
+    def evaluate(self, loader: Iterable, model: Optional[nn.Module] = None, corrupt: Optional[Callable] = None,
+                 temperature: float = 1.0) -> dict[str, float]:
+        """Metrics reduced across ranks: classification top1/top5 (percent), nll, ece, brier;
+        regression rmse and mape (percent) on the original target scale.
+
+        model: another model to evaluate (default ``eval_model()``); corrupt: ``corrupt(x, y, model)
+        -> x`` applied to each normalised batch (robustness; runs with gradients enabled, for FGSM);
+        temperature: logits are divided by it (temperature scaling)."""
+        model = self.eval_model() if model is None else model
         was_training = model.training
         model.eval()
         if self.dist.enabled:  # every rank evaluates rank 0's model (BN statistics differ per rank)
@@ -268,16 +277,36 @@ class Engine:
             for buf in model.buffers():
                 dist.broadcast(buf.data, src=0)
         meter = ClassificationMeter(self.num_classes) if self.task == "classification" else RegressionMeter()
-        for x, y in loader:
-            x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
-            y = torch.as_tensor(y).to(self.device, non_blocking=True)
+        for x, y in self.batches(loader):
+            if corrupt is not None:
+                with torch.enable_grad():
+                    x = corrupt(x, y, model)
             with self.autocast():
                 out = model(x)
             out = self._output(out)
             if self.task == "classification":
-                meter.update(out, y)
+                meter.update(out / temperature, y)
             else:
                 meter.update(out * self.target_std + self.target_mean, y * self.target_std + self.target_mean)
         meter.load_state(all_reduce_sum(meter.state(), self.dist, self.device))
         model.train(was_training)
         return meter.compute()
+
+    def batches(self, loader: Iterable):
+        """(x, y) of an evaluation loader on the device, x normalised: (B, C, *spatial)."""
+        for x, y in loader:
+            x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
+            yield x, torch.as_tensor(y).to(self.device, non_blocking=True)
+
+    @torch.no_grad()
+    def logits(self, loader: Iterable, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """All (logits (N, K), labels (N,)) of ``loader`` on this rank, on the CPU."""
+        was_training = model.training
+        model.eval()
+        outs, ys = [], []
+        for x, y in self.batches(loader):
+            with self.autocast():
+                outs.append(self._output(model(x)).cpu())
+            ys.append(y.cpu())
+        model.train(was_training)
+        return torch.cat(outs), torch.cat(ys)

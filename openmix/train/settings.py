@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 __all__ = ["ConfigError", "Settings", "TrainerSettings", "DataSettings", "ModelSettings", "MixSettings",
-           "LossSettings", "OptimSettings", "SchedSettings", "validate", "check_config_files"]
+           "LossSettings", "OptimSettings", "SchedSettings", "EvalSettings", "validate", "check_config_files"]
 
-TOP_LEVEL = ("data", "model", "mix", "loss", "optim", "sched", "trainer", "seed")
+TOP_LEVEL = ("data", "model", "mix", "loss", "optim", "sched", "trainer", "eval", "seed")
 SELECT_RULES = ("best_val", "last_k", "final")
 WHERE = ("collate", "device")
 PAIRING_SCOPES = ("batch", "dataset")
@@ -286,6 +286,36 @@ def _milestones(v: Any, key: str) -> tuple:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    calibration: bool             # raw and temperature-scaled NLL/ECE/Brier of the selected model
+    robustness: dict              # corruption -> levels, e.g. {"gaussian": (0.1, 0.3)}
+
+
+def _levels(kind: str) -> Parser:
+    check = number(0.0, 1.0, low_open=True, high_open=True) if kind == "occlusion" else number(0.0, low_open=True)
+
+    def parse(v, key):
+        if v is None:
+            return ()
+        if isinstance(v, (str, bytes)) or not isinstance(v, typing.Sequence):
+            raise ConfigError(f"{key} must be a list of levels (empty: skip), got {v!r}")
+        return tuple(check(level, f"{key}[{i}]") for i, level in enumerate(v))
+    return parse
+
+
+ROBUSTNESS_SCHEMA = {kind: _levels(kind) for kind in ("gaussian", "occlusion", "fgsm")}
+
+
+def _eval_settings(node: Any) -> EvalSettings:
+    node = mapping(node, "eval")
+    parsed = parse_group(node, "eval", {"calibration": boolean, "robustness": mapping})
+    robustness = parsed["robustness"]
+    check_keys(robustness, list(ROBUSTNESS_SCHEMA), "eval.robustness", "eval.robustness")
+    levels = {k: ROBUSTNESS_SCHEMA[k](v, f"eval.robustness.{k}") for k, v in robustness.items()}
+    return EvalSettings(calibration=parsed["calibration"], robustness={k: v for k, v in levels.items() if v})
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated trainer config: what ``build`` needs, nothing unchecked."""
     seed: int
@@ -296,6 +326,7 @@ class Settings:
     loss: LossSettings
     optim: OptimSettings
     sched: SchedSettings
+    eval: EvalSettings
     config: dict = field(repr=False, default_factory=dict)     # the resolved config, for records
 
 
@@ -317,7 +348,8 @@ def validate(cfg: Any) -> Settings:
     settings = Settings(seed=seed, trainer=trainer, data=data, model=ModelSettings(**parse_group(
         tree["model"], "model", MODEL_SCHEMA)), mix=mix, loss=_loss_settings(tree["loss"], data.task, mix.name),
         optim=_named_group(tree["optim"], "optim", OPTIM_SCHEMAS, OptimSettings, OPTIM_OPTIONAL),
-        sched=_named_group(tree["sched"], "sched", SCHED_SCHEMAS, SchedSettings), config=tree)
+        sched=_named_group(tree["sched"], "sched", SCHED_SCHEMAS, SchedSettings), eval=_eval_settings(tree["eval"]),
+        config=tree)
     _check_combinations(settings)
     return settings
 

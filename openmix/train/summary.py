@@ -39,6 +39,7 @@ def summarize(run: Any, t_start: float) -> dict:
         "resumed_from_epoch": run.start_epoch if run.resumed_from is not None else None,
         "resumed_from": None if run.resumed_from is None else str(run.resumed_from),
         "config_changes_on_resume": len(run.previous_configs),
+        "reports": run.reports,
         "total_seconds": time.perf_counter() - t_start,
         "info": {"train_samples": len(data.train), "val_samples": 0 if data.val is None else len(data.val),
                  "test_samples": len(data.test), "noisy_train_labels": data.extra.get("noisy_labels", 0),
