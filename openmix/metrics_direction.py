@@ -13,6 +13,7 @@ This module imports nothing beyond the standard library.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Error- and calibration-like metrics: a smaller value is better.
@@ -32,6 +33,12 @@ class Metric:
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` is strictly better than ``b`` (NaN is never better; anything beats NaN)."""
+        if math.isnan(a):
+            return False
+        return math.isnan(b) or (a > b if self.mode == "max" else a < b)
 
     @property
     def higher_is_better(self) -> bool:

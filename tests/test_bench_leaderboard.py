@@ -49,7 +49,7 @@ def _fill(path):
             db.record(RunRecord(
                 suite="tiny", config_hash=f"h{i}", status="ok", dataset="airfoil", model="mlp",
                 policy=policy, seed=seed, task="regression", headline_metric="selected.test.rmse",
-                final={"rmse": 9.9, "selected": {"epoch": 4, "rule": "best_val", "metric": "rmse",
+                final={"rmse": 9.9, "selected": {"epoch": 4, "rule": "best_val", "metric": "rmse", "k": None,
                                                  "val": {"rmse": rmse + 0.1}, "test": {"rmse": rmse}}},
                 loss="mse", policy_args={"alpha": 2.0, "pairing": {"name": "cmixup", "sigma": 0.5}},
                 overrides=["data=airfoil", f"mix={policy}", "mix.alpha=2.0", "mix.pairing.sigma=0.5"],
@@ -249,3 +249,20 @@ def test_readme_section_is_replaced_between_markers(board, tmp_path):
     bare.write_text("no markers\n")
     with pytest.raises(ValueError, match="readme must contain the markers"):
         render_leaderboard(db.path, "tiny", tmp_path / "docs", readme=bare)
+
+
+def test_selection_rule_is_read_from_the_trainers_selected_record():
+    from openmix.bench.aggregate import Selection, selection_of
+    from openmix.bench.render import selection_sentence
+
+    last = {"final": {"selected": {"rule": "last_k", "metric": "top1", "k": 5, "epoch": None}}}
+    assert selection_of(last, "selected.test.top1") == Selection("last_k", "top1", 5)
+    assert "median of the last 5 test epochs (OpenMixup-style), not validation-selected" in \
+        selection_sentence(selection_of(last, "selected.test.top1"))
+    best = {"selected": {"rule": "best_val", "metric": "top1", "k": None, "epoch": 7}}
+    assert selection_of(best, "selected.test.top1") == Selection("best_val", "top1", None)
+    assert "Test metrics never influence" in selection_sentence(selection_of(best, "selected.test.top1"))
+    # a plain metric name is read as what it says, whatever else the row holds
+    assert selection_of(best, "top1_median_last_k").rule == "last_k"
+    assert selection_of(best, "top1").rule == "final"
+    assert selection_of({}, "selected.test.top1").rule == "unknown"

@@ -22,6 +22,13 @@ def test_metric_direction_reads_the_last_component(name, mode):
     assert lower_is_better(name) is (mode == "min") is suite_lower_is_better(name)
 
 
+def test_metric_better_follows_the_mode_and_never_prefers_nan():
+    top1, rmse, nan = metric_direction("top1"), metric_direction("selected.test.rmse"), float("nan")
+    assert top1.better(0.9, 0.8) and not top1.better(0.8, 0.9) and not top1.better(0.8, 0.8)
+    assert rmse.better(0.8, 0.9) and not rmse.better(0.9, 0.8)
+    assert top1.better(0.1, nan) and not top1.better(nan, 0.1) and not rmse.better(nan, nan)
+
+
 def test_metric_direction_rejects_bad_names():
     with pytest.raises(ValueError, match="name must be a non-empty metric name, got ''"):
         metric_direction("")

@@ -154,12 +154,15 @@ def _last_k(row: dict) -> int | None:
 
 
 def selection_of(row: dict, metric: str) -> Selection:
-    """The rule behind ``metric``: the trainer's ``selected`` record when the metric is read
-    from it (``selected.…``), else inferred from the metric's name."""
+    """The rule behind ``metric``: the trainer's ``selected`` record (``{rule, metric, k, epoch,
+    val, test}``, in ``final`` or the row) when the metric is read from it (``selected.…``),
+    else inferred from the metric's name."""
     if metric.startswith("selected."):
         selected = (row.get("final") or {}).get("selected") or row.get("selected") or {}
         if isinstance(selected, Mapping) and selected.get("rule"):
-            return Selection(str(selected["rule"]), selected.get("metric"), _last_k(row))
+            k = selected.get("k")
+            k = k if isinstance(k, int) and not isinstance(k, bool) else _last_k(row)
+            return Selection(str(selected["rule"]), selected.get("metric"), k)
         return Selection("unknown")
     if "median_last_k" in metric:
         return Selection("last_k", None, _last_k(row))
