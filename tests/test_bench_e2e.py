@@ -6,6 +6,7 @@ import statistics
 
 import pytest
 from hydra import compose, initialize_config_dir
+from scipy.stats import t as t_dist
 
 from openmix.bench.app import bench_config_dir, run
 from openmix.bench.db import ResultsDB
@@ -41,15 +42,22 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     board = tmp_path / "board"
     for ext in ("md", "csv", "png", "html"):
         assert (board / f"tiny.{ext}").stat().st_size > 0
+    assert (board / "tiny-cd.png").stat().st_size > 0  # the critical-difference diagram
     with open(board / "tiny.csv") as f:
         table = {r["policy"]: r for r in csv.DictReader(f)}
+    assert table["mixup"]["verdict"] in ("better", "worse", "not significant")
     for policy in ("vanilla", "mixup"):
         values = [r["headline"] for r in rows if r["policy"] == policy]
         assert float(table[policy]["mean"]) == pytest.approx(statistics.mean(values))
         assert float(table[policy]["std"]) == pytest.approx(statistics.stdev(values))
-        mean, std = statistics.mean(values), statistics.stdev(values)
-        decimals = min(4, max(0, 3 - math.floor(math.log10(mean)))) if mean else 3
-        md_cell = f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+        # Markdown: mean ± half-width of the 95% t-interval (t_{0.975,1} = 12.706 for 2 seeds)
+        mean = statistics.mean(values)
+        half = float(t_dist.ppf(0.975, 1)) * statistics.stdev(values) / math.sqrt(2)
+        assert float(table[policy]["ci_high"]) - mean == pytest.approx(half)
+        assert t_dist.ppf(0.975, 1) == pytest.approx(12.706, abs=5e-4)
+        top = max(statistics.mean([r["headline"] for r in rows if r["policy"] == p]) for p in table)
+        decimals = min(4, max(0, 3 - math.floor(math.log10(top))))
+        md_cell = f"{mean:.{decimals}f} ± {half:.{decimals}f} (n=2)"
         assert md_cell in (board / "tiny.md").read_text()
 
     # re-running skips everything; force re-runs

@@ -36,10 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..metrics_direction import LOWER_IS_BETTER, lower_is_better  # noqa: F401 (re-exported)
+
 TASKS = ("classification", "regression")
 DEFAULT_HEADLINE = {"classification": "top1_median_last_k", "regression": "rmse_median_last_k"}
-# Whether a larger headline value is better, per headline metric name prefix.
-LOWER_IS_BETTER_PREFIXES = ("rmse", "mape", "nll", "ece", "mae", "mse")
+# Whether a larger headline value is better is decided in one place: openmix/metrics_direction.py.
+LOWER_IS_BETTER_PREFIXES = LOWER_IS_BETTER
 SUITE_KEYS = {
     "name", "description", "seeds", "seed_key", "epochs_key", "baseline", "headline", "common",
     "datasets", "models", "policies", "not_applicable", "data_root",
@@ -71,10 +73,6 @@ class Suite:
     runs: tuple[RunSpec, ...]
     baseline: str | None
     headline: Mapping[str, str]
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric.lower().startswith(LOWER_IS_BETTER_PREFIXES)
 
 
 def _plain(value: Any) -> Any:
