@@ -69,7 +69,8 @@ def test_cell_prob_none_uses_one_minus_the_beta_draw():
     x, params, out, mask, lam = draw(policy, (6, 1, 9, 9), seed=2)
     for row in range(6):
         assert torch.equal(mask[row, 0], hand_mask(params, row, (9, 9), 1 - float(params["lam"][row])))
-    assert openmix.build_policy("gridmix", cell_prob=None, alpha=0.0)(x, torch.arange(6)).index.tolist() == list(range(6))
+    identity = openmix.build_policy("gridmix", cell_prob=None, alpha=0.0)(x, torch.arange(6))   # alpha 0: no mixing
+    assert identity.index.tolist() == list(range(6)) and torch.equal(identity.x, x)
 
 
 @pytest.mark.parametrize("shape", [(4, 2, 13), (3, 1, 5, 6, 7)])

@@ -27,18 +27,30 @@ def working_size(spatial: Tuple[int, int], max_size: int) -> Tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """img: (B, h, w) -> (B, h, w), a separable Gaussian of std ``sigma`` pixels on an odd kernel of
-    radius ceil(3 sigma), zero padding (MATLAB ``imfilter``'s default); sigma 0 returns img."""
-    if sigma <= 0:
-        return img
+def gaussian_band(n: int, sigma: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """(n, n) banded matrix of a Gaussian of std ``sigma`` on an odd kernel of radius ceil(3 sigma),
+    normalised over the whole kernel: ``band @ v`` blurs v with zero padding."""
     radius = max(1, math.ceil(3 * sigma))
-    taps = torch.arange(-radius, radius + 1, dtype=img.dtype, device=img.device)
+    taps = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     kernel = torch.exp(-taps * taps / (2 * sigma * sigma))
     kernel = kernel / kernel.sum()
-    out = F.conv2d(img.unsqueeze(1), kernel.view(1, 1, 1, -1), padding=(0, radius))
-    out = F.conv2d(out, kernel.view(1, 1, -1, 1), padding=(radius, 0))
-    return out.squeeze(1)
+    pos = torch.arange(n, device=device)
+    offset = pos.unsqueeze(1) - pos.unsqueeze(0)
+    inside = offset.abs() <= radius
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(inside, kernel[(offset + radius).clamp(0, 2 * radius)], zero)
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """img: (B, h, w) -> (B, h, w), a separable Gaussian of std ``sigma`` pixels (kernel radius
+    ceil(3 sigma)) with zero padding (MATLAB ``imfilter``'s default), as two small matrix products
+    (faster than a one-channel convolution); sigma 0 returns img."""
+    if sigma <= 0:
+        return img
+    h, w = img.shape[1:]
+    rows = gaussian_band(h, sigma, img.dtype, img.device)
+    cols = gaussian_band(w, sigma, img.dtype, img.device)
+    return rows @ img @ cols.T
 
 
 def spectral_residual(grey: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

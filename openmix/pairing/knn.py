@@ -31,6 +31,9 @@ class KNNPairing:
     y: (B,) or (B, D) float targets. Ties at the k-th distance are broken at random. With a batch
     of B <= k rows every other row is a candidate; a batch of one row pairs with itself.
     Partners are drawn independently per row, so ``involution=True`` (mode="pair") is refused.
+    Returns index (B,) long on ``generator.device``.
+
+    >>> policy = openmix.build_policy("mixup", pairing={"name": "knn", "k": 4}, seed=0)   # y: (B,) float
     """
 
     def __init__(self, k: int = 8) -> None:

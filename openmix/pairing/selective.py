@@ -43,6 +43,10 @@ class SelectivePairing:
     ``fallback`` for a row with no valid partner: ``"self"`` (the row pairs with itself, which
     leaves its input and label unchanged whatever λ is) or ``"random"`` (any other row, uniformly).
     Partners are drawn independently per row, so ``involution=True`` (mode="pair") is refused.
+    Returns index (B,) long on ``generator.device``.
+
+    >>> policy = openmix.build_policy("cutmix", pairing={"name": "selective", "criterion": "same_class"})
+    >>> index = openmix.build_pairing("selective", criterion="different_group")(B, g, y=y, groups=domains)
     """
 
     def __init__(self, criterion: str = "different_class", fallback: str = "self") -> None:
@@ -80,7 +84,8 @@ class SelectivePairing:
                                  f"datasets have none, use same_class or different_class")
             if (not isinstance(groups, torch.Tensor) or groups.shape != (batch_size,) or groups.is_floating_point()
                     or groups.dtype == torch.bool):
-                got = f"dtype {groups.dtype} shape {tuple(groups.shape)}" if isinstance(groups, torch.Tensor) else type(groups).__name__
+                got = (f"dtype {groups.dtype} shape {tuple(groups.shape)}" if isinstance(groups, torch.Tensor)
+                       else type(groups).__name__)
                 raise TypeError(f"groups must be integer group labels of shape ({batch_size},), got {got}")
             groups = groups.to(generator.device)
         allowed = self.allowed(y.detach().to(generator.device), groups)

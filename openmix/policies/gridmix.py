@@ -1,6 +1,7 @@
 """GridMix (Baek et al., Pattern Recognition 2021): grid cells swapped with the partner at random."""
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional
 
@@ -28,7 +29,10 @@ class GridMix(MixPolicy):
     uses ``1 − λ₀`` as the cell probability, so the expected own share is λ₀.
     The paper's local-context loss (patch-level labels on a grid head) is not part of this policy;
     its values of the grid range and of the cell probability could not be checked here, so the
-    defaults (n in 2..4, p = 0.5) are openmix's. Inputs: (B, C, L), (B, C, H, W) or (B, C, D, H, W).
+    defaults (n in 2..4, p = 0.5) are openmix's. Inputs: (B, C, L), (B, C, H, W) or (B, C, D, H, W);
+    ``mask`` (B, 1, *spatial) holds 0 on the partner's cells, ``lam`` (B,) = mask mean.
+
+    >>> mb = openmix.build_policy("gridmix", grid=(4, 4), cell_prob=0.3, mode="elem", seed=0)(x, y)
     """
 
     uses_mask = True
@@ -63,7 +67,8 @@ class GridMix(MixPolicy):
             prob = 1.0 - params["lam"][rows].to(torch.float64)
         else:
             prob = torch.full(n.shape, self.cell_prob, dtype=torch.float64, device=x.device)
-        from_partner = (coins.to(torch.float64) < prob.view(-1, *([1] * len(spatial)))) & mixed.view(-1, *([1] * len(spatial)))
+        per_row = (-1,) + (1,) * len(spatial)
+        from_partner = (coins.to(torch.float64) < prob.view(per_row)) & mixed.view(per_row)
         # pick, for every pixel, the coin of its cell: index the coin grid one axis at a time
         picked = from_partner
         for k, size in enumerate(spatial):
@@ -75,7 +80,7 @@ class GridMix(MixPolicy):
             picked = picked.gather(1 + k, cell.view(shape).expand(expand))
         mask = (~picked).to(x.dtype).unsqueeze(1).expand(batch, 1, *spatial)
         dims = tuple(range(2, 2 + len(spatial)))
-        lam = mask.sum(dim=dims, dtype=torch.float64).squeeze(1) / float(torch.tensor(spatial).prod())
+        lam = mask.sum(dim=dims, dtype=torch.float64).squeeze(1) / float(math.prod(spatial))
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
 
     def extra_repr(self):

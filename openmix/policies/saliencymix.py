@@ -26,7 +26,10 @@ class SaliencyMix(MixPolicy):
 
     Modes: ``batch`` follows the authors' code (one λ, one box from the saliency of row 0's
     partner, for the whole batch); ``elem`` and ``pair`` give each row the box centred on its own
-    partner's peak (``pair`` shares λ within a pair). Inputs: (B, C, H, W) only.
+    partner's peak (``pair`` shares λ within a pair). Inputs: (B, C, H, W) only; the MixedBatch
+    has ``mask`` (B, 1, H, W) (0 inside the box) and ``lam`` (B,) = mask mean.
+
+    >>> mb = openmix.build_policy("saliencymix", mode="elem", seed=0)(x, y)   # x: (B, C, H, W)
     """
 
     uses_mask = True

@@ -24,7 +24,9 @@ class SmoothMix(MixPolicy):
 
     Note: OpenMixup's ``smoothmix`` gives the own label the weight mean(G), the partner's share;
     openmix gives it mean(1 − G), the share of the own image.
-    Inputs: (B, C, L), (B, C, H, W) or (B, C, D, H, W).
+    Inputs: (B, C, L), (B, C, H, W) or (B, C, D, H, W); ``mask`` (B, 1, *spatial), ``lam`` (B,).
+
+    >>> mb = openmix.build_policy("smoothmix", shape="square", mode="elem", seed=0)(x, y)
     """
 
     uses_mask = True
