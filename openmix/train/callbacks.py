@@ -14,7 +14,6 @@ append it to ``run.callbacks``; the loop does not change.
 """
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..metrics_direction import Metric, metric_direction
 from .checkpoint import capture_rng_state, save_checkpoint
 from .distributed import all_gather_objects, barrier
 
@@ -31,21 +31,9 @@ __all__ = ["Callback", "EpochRecord", "Metric", "EpochSetter", "Evaluator", "Sel
 CHECKPOINT_FORMAT = "openmix-checkpoint"
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A metric and its direction: ``mode`` is "max" (accuracy) or "min" (errors, losses)."""
-    name: str
-    mode: str
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether ``a`` is strictly better than ``b`` (NaN is never better)."""
-        if math.isnan(a):
-            return False
-        return math.isnan(b) or (a > b if self.mode == "max" else a < b)
-
-
 def primary_metric(task: str) -> Metric:
-    return Metric("top1", "max") if task == "classification" else Metric("rmse", "min")
+    """The metric the trainer selects on: top-1 for classification, RMSE for regression."""
+    return metric_direction("top1" if task == "classification" else "rmse")
 
 
 @dataclass
