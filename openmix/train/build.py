@@ -145,7 +145,7 @@ def build_policy_and_loss(run: Run) -> None:
 def _dry_run(policy: Any, name: str, shape: tuple, data: Any) -> None:
     """Mix a zero batch of the real shape (and batch parity), so a bad combination fails now."""
     needs = getattr(policy, "needs", "input")
-    if needs == "features":
+    if needs in ("features", "step"):     # these run inside the model's forward / their own step
         return
     x = torch.zeros(shape)
     y = torch.zeros(shape[0]) if data.task == "regression" else torch.arange(shape[0]) % max(data.num_classes, 1)

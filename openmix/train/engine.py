@@ -1,4 +1,4 @@
-"""The training engine: one step for input-level, saliency and feature-level policies.
+"""The training engine: one step for input-level, saliency, feature-level and step policies.
 
 Dispatch on ``policy.needs``:
 
@@ -10,6 +10,9 @@ Dispatch on ``policy.needs``:
 - ``"features"``: ``plan = policy.plan(x, y, num_stages, generator)``; stage 0 mixes the input,
   stage k mixes the output of ``stages[k-1]`` inside the model's forward (``MixNet``) with
   ``policy.mix_features(h, plan, layout=split.layouts[k-1])`` (channels-first or tokens).
+- ``"step"``: the policy computes the mixed batch and the classifier's loss itself
+  (``policy.training_step(x, y, context)``, see ``openmix.policies.step``); the engine
+  back-propagates it, steps the optimiser, then calls ``policy.after_step()``.
 """
 from __future__ import annotations
 
@@ -103,6 +106,20 @@ class EpochStats:
     lr: float
 
 
+@dataclass
+class EngineContext:
+    """The ``StepContext`` (``openmix.policies.step``) the engine gives policies with needs="step"."""
+    model: nn.Module
+    net: Any
+    forward: Callable[..., torch.Tensor]
+    loss_fn: Callable
+    autocast: Callable[[], Any]
+    device: torch.device
+    task: str
+    num_classes: int
+    epoch: int = 0
+
+
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or inf; says at which batch and whether the data caused it."""
 
@@ -133,6 +150,11 @@ class Engine:
         self.needs = getattr(self.policy, "needs", "input")
         # feature policies written against the older contract take no layout argument
         self._mix_takes_layout = self.needs == "features" and _accepts_keyword(self.policy.mix_features, "layout")
+        self.context = EngineContext(model=self.net.model, net=self.net, forward=self.train_module,
+                                     loss_fn=self.loss_fn, autocast=self.autocast, device=self.device,
+                                     task=self.task, num_classes=self.num_classes)
+        if self.needs == "step":
+            self.policy.setup(self.context)
 
     # ------------------------------------------------------------------------------- helpers
     def autocast(self):
@@ -150,11 +172,9 @@ class Engine:
         if isinstance(batch, MixedBatch):  # mixed in the collate (uint8 stays uint8 until here)
             mb = batch.to(self.device, non_blocking=True)
             return replace(mb, x=self._format(normalise_input(mb.x, self.mean, self.std))), {}
-        x, y = batch
         if self.needs == "input":
-            return self.device_mixer(x, y), {}
-        x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
-        y = torch.as_tensor(y).to(self.device, non_blocking=True)
+            return self.device_mixer(*batch), {}
+        x, y = self.to_device(batch)
         if self.needs == "saliency":
             s = input_saliency(self.net.model, x, y, self.task, self.autocast)
             return self.policy(x, y, saliency=s), {}
@@ -166,7 +186,13 @@ class Engine:
                 return plan.batch(x_used, y), {}
             mix = self._feature_mixer(plan, split.layouts[int(plan.stage) - 1])
             return plan.batch(x, y), {"stage": int(plan.stage), "mix": mix}
-        raise ValueError(f"policy.needs must be 'input', 'saliency' or 'features', got {self.needs!r}")
+        raise ValueError(f"policy.needs must be 'input', 'saliency', 'features' or 'step', got {self.needs!r}")
+
+    def to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A clean loader batch (x, y) -> on the device, x normalised (B, C, *spatial)."""
+        x, y = batch
+        x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
+        return x, torch.as_tensor(y).to(self.device, non_blocking=True)
 
     def _feature_mixer(self, plan, layout) -> Callable[[torch.Tensor], torch.Tensor]:
         """h -> policy.mix_features(h, plan, layout=layout); policies whose mix_features takes no
@@ -194,6 +220,7 @@ class Engine:
         the CPU; on accelerators at the next host sync the loop makes anyway (the progress bar's,
         every 10 steps, and the end of the epoch), so that the check adds no synchronisation."""
         self.net.train()
+        self.context.epoch = epoch
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         count = 0
@@ -221,12 +248,17 @@ class Engine:
                           seconds=seconds, lr=float(self.optimizer.param_groups[0]["lr"]))
 
     def train_step(self, batch: Any) -> tuple[MixedBatch, torch.Tensor]:
-        """Mix, forward, loss, backward, optimiser and schedule step, EMA update; -> (batch, loss)."""
-        mb, fwd = self.prepare(batch)
-        with self.autocast():
-            out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
-        loss = self.loss_fn(self._output(out), mb)
+        """Mix, forward, loss, backward, optimiser and schedule step, EMA update; -> (batch, loss).
+        Policies with needs="step" compute the mixed batch and the loss themselves."""
         self.optimizer.zero_grad(set_to_none=True)
+        if self.needs == "step":
+            x, y = self.to_device(batch)
+            mb, loss = self.policy.training_step(x, y, self.context)
+        else:
+            mb, fwd = self.prepare(batch)
+            with self.autocast():
+                out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
+            loss = self.loss_fn(self._output(out), mb)
         self.scaler.scale(loss).backward()
         if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
@@ -236,6 +268,8 @@ class Engine:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.net.model)
+        if self.needs == "step":
+            self.policy.after_step()
         return mb, loss
 
     def _check_bad(self, first_bad: torch.Tensor, epoch: int) -> None:
@@ -294,9 +328,8 @@ class Engine:
 
     def batches(self, loader: Iterable):
         """(x, y) of an evaluation loader on the device, x normalised: (B, C, *spatial)."""
-        for x, y in loader:
-            x = self._format(normalise_input(x.to(self.device, non_blocking=True), self.mean, self.std))
-            yield x, torch.as_tensor(y).to(self.device, non_blocking=True)
+        for batch in loader:
+            yield self.to_device(batch)
 
     @torch.no_grad()
     def logits(self, loader: Iterable, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
