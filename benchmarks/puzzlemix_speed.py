@@ -167,10 +167,10 @@ def step_table(device, repeats: int, batch: int, quick: bool):
         opt.step()
 
     gen = torch.Generator().manual_seed(0)
-    saliency = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+    saliency, _ = input_saliency(model, x, y, "classification", contextlib.nullcontext)
 
     def puzzle_step():
-        s = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+        s, _ = input_saliency(model, x, y, "classification", contextlib.nullcontext)
         train_on(policy(x, y, generator=gen, saliency=s))
 
     times = interleaved({

@@ -4,8 +4,8 @@ Dispatch on ``policy.needs``:
 
 - ``"input"``: the batch arrives mixed from ``MixCollate`` (mix.where=collate) or is mixed by
   ``DeviceMixer`` after the copy (mix.where=device).
-- ``"saliency"``: the clean batch goes through an extra forward/backward (model in train mode,
-  gradients taken w.r.t. the input only, parameters untouched) to get
+- ``"saliency"``: the clean batch goes through an extra forward/backward (model in eval mode,
+  gradients taken w.r.t. the input only, as PuzzleMix's default ``clean_lam=0``) to get
   ``s = sqrt(mean_c (dL/dx)^2)``: (B, *spatial); then ``policy(x, y, saliency=s)``.
 - ``"features"``: ``plan = policy.plan(x, y, num_stages, generator)``; stage 0 mixes the input,
   stage k mixes the output of ``stages[k-1]`` inside the model's forward (``MixNet``) with
@@ -80,13 +80,22 @@ def normalise_input(x: torch.Tensor, mean: Optional[torch.Tensor], std: Optional
 
 
 def input_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
-                   autocast: Callable[[], Any]) -> torch.Tensor:
-    """Saliency of the clean batch: x (B, C, *spatial) -> (B, *spatial) = sqrt(mean_c (dL/dx)^2).
+                   autocast: Callable[[], Any], clean_lam: float = 0.0) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Saliency of the clean batch: x (B, C, *spatial) -> s (B, *spatial) = sqrt(mean_c (dL/dx)^2),
+    and the clean-batch loss term to add to the training loss (or None).
 
-    The model stays in train mode; only the input gets a gradient (parameters' .grad untouched)."""
+    As PuzzleMix's code: with ``clean_lam == 0`` the model is in eval mode for this pass and the
+    parameters get nothing from it; with ``clean_lam > 0`` it stays in train mode and
+    ``2 · clean_lam · L / num_classes`` is returned, its graph kept for the step's backward."""
     x_ = x.detach().requires_grad_(True)
-    with autocast():
-        out = model(x_)
+    was_training = model.training
+    if clean_lam == 0:
+        model.eval()
+    try:
+        with autocast():
+            out = model(x_)
+    finally:
+        model.train(was_training)
     out = out.float()
     if task == "regression":
         loss = F.mse_loss(out.reshape(y.shape), y.float())
@@ -94,8 +103,11 @@ def input_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
         loss = torch.sum(-y * F.log_softmax(out, dim=1), dim=1).mean()
     else:
         loss = F.cross_entropy(out, y)
-    (grad,) = torch.autograd.grad(loss, x_)
-    return grad.float().pow(2).mean(dim=1).sqrt()
+    (grad,) = torch.autograd.grad(loss, x_, retain_graph=clean_lam > 0)
+    saliency = grad.float().pow(2).mean(dim=1).sqrt()
+    if clean_lam == 0:
+        return saliency, None
+    return saliency, 2.0 * clean_lam * loss / max(out.shape[1], 1)
 
 
 @dataclass
@@ -148,6 +160,7 @@ class Engine:
         self.target_mean, self.target_std, self.num_classes = data.target_mean, data.target_std, data.num_classes
         self.dist = run.dist
         self.needs = getattr(self.policy, "needs", "input")
+        self._extra_loss: Optional[torch.Tensor] = None     # a loss term the saliency pass adds
         # feature policies written against the older contract take no layout argument
         self._mix_takes_layout = self.needs == "features" and _accepts_keyword(self.policy.mix_features, "layout")
         self.context = EngineContext(model=self.net.model, net=self.net, forward=self.train_module,
@@ -176,7 +189,9 @@ class Engine:
             return self.device_mixer(*batch), {}
         x, y = self.to_device(batch)
         if self.needs == "saliency":
-            s = input_saliency(self.net.model, x, y, self.task, self.autocast)
+            s, clean_loss = input_saliency(self.net.model, x, y, self.task, self.autocast,
+                                           float(getattr(self.policy, "clean_lam", 0.0)))
+            self._extra_loss = clean_loss
             return self.policy(x, y, saliency=s), {}
         if self.needs == "features":
             split = self.net.split
@@ -255,10 +270,13 @@ class Engine:
             x, y = self.to_device(batch)
             mb, loss = self.policy.training_step(x, y, self.context)
         else:
+            self._extra_loss = None
             mb, fwd = self.prepare(batch)
             with self.autocast():
                 out = self.train_module(mb.x, **fwd) if fwd else self.train_module(mb.x)
             loss = self.loss_fn(self._output(out), mb)
+            if self._extra_loss is not None:      # PuzzleMix's clean-batch term (clean_lam > 0)
+                loss = loss + self._extra_loss
         self.scaler.scale(loss).backward()
         if self.clip_grad:
             self.scaler.unscale_(self.optimizer)
