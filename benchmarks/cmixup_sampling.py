@@ -72,10 +72,11 @@ def main(argv=None):
         print(f"N={r['n']:>9,}  dim={r['dim']}  sigma={r['sigma']:<5}  {r['seconds']:8.2f} s  "
               f"peak +{r['peak_extra_mb']:8.1f} MB  (dense N x N float32 would be {r['dense_matrix_mb']:,.0f} MB)  "
               f"mean |y_i - y_j| {r['mean_partner_distance']:.4f}", flush=True)
+    sys.path.insert(0, str(ROOT))
+    from openmix.files import write_json_atomic
     write_json_atomic(args.out, {"rows": rows})
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
     main()
-from openmix.files import write_json_atomic  # noqa: E402
