@@ -11,7 +11,11 @@ from scipy.stats import t as t_dist
 from openmix.bench.app import bench_config_dir, run
 from openmix.bench.db import ResultsDB
 
-TINY = ["suite=tiny"]
+# The trainer on this branch does not write summary["selected"] yet (it lands with the trainer
+# redesign); until then the headline is set to the median of the last k test epochs it does
+# write. Drop the second override when the trainer writes ``selected``: the suite default,
+# selected.test.top1, then applies.
+TINY = ["suite=tiny", "+suite.headline={classification: top1_median_last_k}"]
 
 
 def _cfg(tmp_path, *extra):
