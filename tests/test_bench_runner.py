@@ -32,6 +32,8 @@ def fake_train(cfg):
         raise RuntimeError("this run diverged")
     if mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "raise_big_alpha" and float(cfg.mix.get("alpha", 0.0)) > 1.5:
+        raise RuntimeError("diverged at a large alpha")
     top1 = 50.0 + cfg.seed + (5.0 if cfg.mix.name == "mixup" else 0.0)
     alpha = float(cfg.mix.get("alpha", 0.0))
     # validation peaks at alpha = 0.5; the test metric grows with alpha (a poisoned signal:
@@ -52,6 +54,7 @@ def fake_train(cfg):
     }
     out = Path(cfg.trainer.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # as the trainer does
     (out / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -275,16 +278,20 @@ def test_an_interrupted_suite_resumes_where_it_stopped(tmp_path):
 
 
 def test_console_entry_point_dry_run(tmp_path):
-    """`openmix-bench suite=tiny dry_run=true` through Hydra's own entry (no training)."""
+    """`openmix-bench suite=tiny 'suite.seeds=[0,1,2]' dry_run=true` through Hydra's own entry
+    (no training): the seeds given on the command line make the runs."""
     import subprocess
     import sys
 
     code = "import sys; from openmix.bench.app import main; sys.argv[0] = 'openmix-bench'; main()"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "suite=tiny", "dry_run=true", f"db={tmp_path / 'r.db'}",
-         f"runs_dir={tmp_path / 'runs'}"],
+        [sys.executable, "-c", code, "suite=tiny", "suite.seeds=[0,1,2]", "dry_run=true",
+         f"db={tmp_path / 'r.db'}", f"runs_dir={tmp_path / 'runs'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},  # this checkout
     )
     assert proc.returncode == 0, proc.stderr
-    assert "suite tiny: 4 runs" in proc.stdout
-    assert proc.stdout.count("to run") == 4
+    assert "suite tiny: 6 runs" in proc.stdout
+    assert proc.stdout.count("to run") == 6
+    for seed in (0, 1, 2):
+        assert proc.stdout.count(f"/seed{seed} ") == 2  # vanilla and mixup

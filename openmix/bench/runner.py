@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..files import write_json_atomic
 from ..paths import config_dir
-from .db import ResultsDB, ResultsDBError, RunRecord, new_owner
+from .db import COLUMNS, ResultsDB, ResultsDBError, RunRecord, new_owner
 from .suite import RunSpec, Suite, SuiteConfigError, summary_value
 from .tuning import decide, describe, write_decision
 
@@ -582,6 +582,8 @@ class SuiteRunner:
         prefix = self._prefix(spec)
         if state == "done":
             reused = spec.chosen and self.db.promote(name, digest, dict(spec.chosen))
+            if reused:
+                self._rewrite_record(digest)
             self.report.skipped.append(spec.label)
             self.log(f"{prefix}: " + ("the same experiment as its tuning trial, reused"
                                       if reused else f"in the database ({digest[:12]}), skipped"))
@@ -613,6 +615,13 @@ class SuiteRunner:
         self.db.record(record, force=options.force)
         write_json_atomic(out_dir / RECORD_FILE, asdict(record))
         return record
+
+    def _rewrite_record(self, digest: str) -> None:
+        """Keep the run folder's record equal to its (promoted) database row."""
+        row = self.db.row(self.suite.name, digest)
+        if row and row.get("out_dir") and Path(row["out_dir"]).is_dir():
+            write_json_atomic(Path(row["out_dir"]) / RECORD_FILE,
+                              {k: row[k] for k in COLUMNS if k in row})
 
     def _heartbeat(self, digest: str) -> None:
         try:
