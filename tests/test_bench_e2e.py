@@ -68,3 +68,20 @@ def test_tiny_suite_end_to_end(tmp_path, capsys):
     again = run(_cfg(tmp_path))
     assert len(again.skipped) == 4 and not again.ran
     assert db.count(suite="tiny") == 4
+
+    # the database can be rebuilt from the run folders: from each folder's bench_record.json,
+    # and, for folders written before those existed, from the real trainer's summary.json and
+    # config.yaml (whose hash must equal the folder's)
+    from openmix.bench.rebuild import rebuild_db
+    from openmix.bench.runner import RECORD_FILE
+
+    hashes = {r["config_hash"] for r in rows}
+    report = rebuild_db(tmp_path / "rebuilt.db", tmp_path / "runs", log=lambda s: None)
+    assert (report.imported, report.skipped) == (4, [])
+    assert {r["config_hash"] for r in ResultsDB(tmp_path / "rebuilt.db").runs()} == hashes
+    for record in (tmp_path / "runs").rglob(RECORD_FILE):
+        record.unlink()
+    legacy = rebuild_db(tmp_path / "legacy.db", tmp_path / "runs",
+                        hash_exclude=tuple(_cfg(tmp_path).hash_exclude), log=lambda s: None)
+    assert (legacy.imported_legacy, legacy.skipped) == (4, [])
+    assert {r["config_hash"] for r in ResultsDB(tmp_path / "legacy.db").runs()} == hashes

@@ -230,7 +230,8 @@ def test_the_app_reports_a_damaged_database_in_one_line(tmp_path, capsys):
 def test_rebuild_restores_every_row_from_the_run_folders(tmp_path):
     path, options = _filled_db(tmp_path)
     before = {r["config_hash"]: r for r in ResultsDB(path).runs(status=None)}
-    assert len(before) == 6 and all(Path(r["out_dir"], RECORD_FILE).is_file() for r in before.values())
+    assert len(before) == 6
+    assert all(Path(r["out_dir"], RECORD_FILE).is_file() for r in before.values())
     path.rename(tmp_path / "old.db")
     report = rebuild_db(tmp_path / "new.db", options.runs_dir, log=lambda s: None)
     assert (report.imported, report.imported_legacy, report.skipped) == (6, 0, [])
@@ -403,7 +404,8 @@ def test_bad_bench_settings_end_in_one_line_naming_the_key(tmp_path, capsys, ove
         _main(_bench_cfg(tmp_path, "dry_run=true", override))
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("openmix-bench: error: ") and message in err and len(err.splitlines()) == 1
+    assert err.startswith("openmix-bench: error: ") and message in err
+    assert len(err.splitlines()) == 1
 
 
 def test_the_console_prints_one_line_not_a_traceback(tmp_path):

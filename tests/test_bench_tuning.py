@@ -132,7 +132,8 @@ def test_per_policy_grids_opt_outs_and_the_equal_budget():
     assert tuned == {"vanilla": (), "mixup": ("mix.alpha",), "mixup-p": ("mix.p",), "fixed": ()}
     assert len(suite.trials) == 8
     policies["mixup-p"]["tune"] = {"mix.p": [0.5, 1.0]}
-    with pytest.raises(SuiteConfigError, match="same number of trials.*'mixup-p \\(classification\\)': 2"):
+    with pytest.raises(SuiteConfigError,
+                       match="same number of trials.*'mixup-p \\(classification\\)': 2"):
         _tuned_suite(policies)
     # nested grids (as a command line `+suite.tune.grid.mix.alpha=[...]` gives) are flattened
     nested = load_suite({**_raw(), "tune": {"grid": {"mix": {"alpha": [0.5, 1.0]}}}})

@@ -149,7 +149,8 @@ def check_train_fn(spec: str | Callable, allow_modules: Iterable[str] = ()) -> N
     check_module_allowed(spec.partition(":")[0], tuple(allow_modules), "train_fn")
 
 
-def load_train_fn(spec: str | Callable, allow_modules: Iterable[str] = ()) -> Callable[[DictConfig], dict]:
+def load_train_fn(spec: str | Callable,
+                  allow_modules: Iterable[str] = ()) -> Callable[[DictConfig], dict]:
     """``"package.module:function"`` -> the function (callables pass through). Only modules
     under ``openmix`` or under ``allow_modules`` are imported."""
     check_train_fn(spec, allow_modules)
@@ -253,7 +254,8 @@ class _Heartbeat:
             self._thread.join()
 
 
-def _run_inprocess(train_fn: Callable, cfg: DictConfig, out_dir: Path) -> tuple[dict | None, str | None]:
+def _run_inprocess(train_fn: Callable, cfg: DictConfig,
+                   out_dir: Path) -> tuple[dict | None, str | None]:
     try:
         return call_trainer(train_fn, cfg, out_dir), None
     except Exception:  # noqa: BLE001 - a failing run is a result, not a crash of the suite

@@ -251,7 +251,8 @@ def _overrides(value: Any, key: str) -> tuple[str, ...]:
         raise SuiteConfigError(f"{key} must be a list of overrides 'key=value', got {value!r}")
     for item in value:
         if not isinstance(item, str) or "=" not in item or "\n" in item or "\r" in item:
-            raise SuiteConfigError(f"{key} must hold overrides 'key=value' on one line, got {item!r}")
+            raise SuiteConfigError(f"{key} must hold overrides 'key=value' on one line, "
+                                   f"got {item!r}")
     return tuple(value)
 
 
@@ -268,7 +269,8 @@ def _names(value: Any, key: str, allowed: Any) -> tuple[str, ...] | None:
 
 def _config_key(value: Any, key: str) -> str:
     if not isinstance(value, str) or not _KEY.fullmatch(value):
-        raise SuiteConfigError(f"{key} must be a config key such as 'trainer.epochs', got {value!r}")
+        raise SuiteConfigError(f"{key} must be a config key such as 'trainer.epochs', "
+                               f"got {value!r}")
     return value
 
 
@@ -371,7 +373,8 @@ def _parse_dataset(name: Any, raw: Any, models: Mapping) -> DatasetEntry:
     )
 
 
-def _parse_policy(label: Any, raw: Any, datasets: list[str], tune: TuneConfig | None) -> PolicyEntry:
+def _parse_policy(label: Any, raw: Any, datasets: list[str],
+                  tune: TuneConfig | None) -> PolicyEntry:
     key = f"suite.policies.{check_name(label, 'suite.policies key')}"
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
@@ -404,8 +407,10 @@ def _parse_tune(raw: Any) -> TuneConfig:
     metric = dict(DEFAULT_TUNE_METRIC)
     for task, path in (raw.get("metric") or {}).items():
         if task not in TASKS:
-            raise SuiteConfigError(f"suite.tune.metric keys must be tasks among {TASKS}, got {task!r}")
-        if not isinstance(path, str) or not path.startswith("selected.val.") or not _PATH.fullmatch(path):
+            raise SuiteConfigError(f"suite.tune.metric keys must be tasks among {TASKS}, "
+                                   f"got {task!r}")
+        valid = isinstance(path, str) and _PATH.fullmatch(path) is not None
+        if not (valid and path.startswith("selected.val.")):
             raise SuiteConfigError(
                 f"suite.tune.metric.{task} must be a validation metric 'selected.val.<name>' "
                 f"(tuning never reads test metrics), got {path!r}")
@@ -429,10 +434,12 @@ def parse_grid(raw: Any, key: str) -> dict[str, tuple]:
     for name, values in flat.items():
         _config_key(name, f"{key} key")
         if isinstance(values, str) or not isinstance(values, (list, tuple)) or not values:
-            raise SuiteConfigError(f"{key}.{name} must be a non-empty list of values, got {values!r}")
+            raise SuiteConfigError(f"{key}.{name} must be a non-empty list of values, "
+                                   f"got {values!r}")
         for v in values:
             text_ok = isinstance(v, str) and _GRID_TEXT.fullmatch(v)
-            if not (text_ok or isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v))):
+            number_ok = isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v))
+            if not (text_ok or number_ok):
                 raise SuiteConfigError(f"{key}.{name} must hold finite numbers, booleans or simple "
                                        f"words, got {v!r}")
         if len(set(map(repr, values))) != len(values):
@@ -584,6 +591,7 @@ def check_yaml_files(folder: Any, limit: int = MAX_CONFIG_NODES) -> None:
         except (OSError, UnicodeDecodeError, ValueError) as err:
             raise SuiteConfigError(f"config file {path} must be readable YAML, got {err}") from err
         if count > limit:
+            got = "a recursive alias" if count == limit + 1 else count
             raise SuiteConfigError(
                 f"config file {path} must expand to at most {limit} values (YAML aliases are "
-                f"counted each time they are used), got {'a recursive alias' if count == limit + 1 else count}")
+                f"counted each time they are used), got {got}")

@@ -26,7 +26,8 @@ def _finite(value: Any) -> float | None:
     return float(value)
 
 
-def decide(suite: Suite, spec: RunSpec, results: list[tuple[RunSpec, str | None, dict | None]]) -> dict | str:
+def decide(suite: Suite, spec: RunSpec,
+           results: list[tuple[RunSpec, str | None, dict | None]]) -> dict | str:
     """The decision for ``spec``'s cell from ``(trial, config hash, results row)`` triples,
     or a one-line reason why none can be made (no trial succeeded with the metric)."""
     metric = suite.tune.metric[spec.task]
