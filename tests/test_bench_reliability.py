@@ -185,7 +185,7 @@ def test_the_lease_heartbeat_runs_while_a_run_trains(tmp_path, isolation):
 
 # ---- item 8: a damaged database; rebuild_db ------------------------------------------------
 def _filled_db(tmp_path):
-    suite = _suite(seeds=[0, 1, 2])
+    suite = _suite(seeds=[0, 1])
     options = _options(tmp_path, isolation="inprocess")
     run_suite(suite, list(suite.runs), options, log=lambda s: None)
     return Path(options.db_path), options
@@ -230,11 +230,11 @@ def test_the_app_reports_a_damaged_database_in_one_line(tmp_path, capsys):
 def test_rebuild_restores_every_row_from_the_run_folders(tmp_path):
     path, options = _filled_db(tmp_path)
     before = {r["config_hash"]: r for r in ResultsDB(path).runs(status=None)}
-    assert len(before) == 6
+    assert len(before) == 4
     assert all(Path(r["out_dir"], RECORD_FILE).is_file() for r in before.values())
     path.rename(tmp_path / "old.db")
     report = rebuild_db(tmp_path / "new.db", options.runs_dir, log=lambda s: None)
-    assert (report.imported, report.imported_legacy, report.skipped) == (6, 0, [])
+    assert (report.imported, report.imported_legacy, report.skipped) == (4, 0, [])
     after = {r["config_hash"]: r for r in ResultsDB(tmp_path / "new.db").runs(status=None)}
     assert after.keys() == before.keys()
     for digest, row in before.items():
@@ -242,7 +242,7 @@ def test_rebuild_restores_every_row_from_the_run_folders(tmp_path):
                     "selected", "status", "out_dir", "config"):
             assert after[digest][key] == row[key], key
     again = rebuild_db(tmp_path / "new.db", options.runs_dir, log=lambda s: None)
-    assert (again.imported, again.kept) == (0, 6)
+    assert (again.imported, again.kept) == (0, 4)
 
 
 def test_rebuild_reads_folders_written_before_run_records_existed(tmp_path):
@@ -258,7 +258,7 @@ def test_rebuild_reads_folders_written_before_run_records_existed(tmp_path):
                         hash_exclude=options.hash_exclude,
                         headlines={"tiny": {"classification": "selected.test.top1"}},
                         log=lambda s: None)
-    assert report.imported_legacy == 6
+    assert report.imported_legacy == 4
     assert report.skipped == [(str(odd), "config.yaml does not hash to the folder's hash "
                                          "(another hash_exclude or openmix version)")]
     after = {r["config_hash"]: r for r in ResultsDB(tmp_path / "legacy.db").runs()}
