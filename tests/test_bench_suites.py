@@ -76,11 +76,11 @@ def test_cpu_small_has_dm_with_mixup_and_cutmix_and_cmixup_vs_mixup_vs_vanilla()
 # tables (docs/en/mixup_benchmarks/Mixup_cifar.md, Mixup_imagenet.md)
 OPENMIXUP_ALPHA = {
     "cifar100-r18": {"mixup": 1.0, "cutmix": 0.2, "fmix": 0.2, "manifoldmix": 2.0,
-                     "puzzlemix": 1.0, "alignmix": 2.0},
+                     "puzzlemix": 1.0, "alignmix": 2.0, "saliencymix": 0.2},
     "cifar10-r18": {"mixup": 1.0, "cutmix": 0.2, "fmix": 0.2, "manifoldmix": 2.0,
-                    "puzzlemix": 1.0, "alignmix": 2.0},
+                    "puzzlemix": 1.0, "alignmix": 2.0, "saliencymix": 0.2},
     "tiny-imagenet-r18": {"mixup": 1.0, "cutmix": 1.0, "fmix": 1.0, "manifoldmix": 0.2,
-                          "puzzlemix": 1.0, "alignmix": 2.0},
+                          "puzzlemix": 1.0, "alignmix": 2.0, "saliencymix": 1.0},
 }
 
 
@@ -130,7 +130,7 @@ def test_the_tuned_suite_gives_every_alpha_policy_the_same_trials():
     assert dict(suite.tune.metric) == {"classification": "selected.val.top1",
                                        "regression": "selected.val.rmse"}
     untuned = {r.policy for r in suite.runs if not r.tune_keys}
-    assert untuned == {"vanilla", "resizemix"}
+    assert untuned == {"vanilla", "resizemix", "gridmix", "smoothmix"}  # they set no mix.alpha
     per_cell = {}
     for trial in suite.trials:
         per_cell.setdefault(trial.cell, []).append(dict(trial.trial)["mix.alpha"])
