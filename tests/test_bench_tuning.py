@@ -182,3 +182,15 @@ def test_the_direction_follows_the_metric_name():
     assert decide(suite, spec, results)["choice"] == {"mix.alpha": 2.0}
     results[3] = (results[3][0], "h3", {"status": "failed"})
     assert decide(suite, spec, results)["choice"] == {"mix.alpha": 0.5}  # tie 0.5 vs 1.0
+
+
+def test_a_suite_states_claims_that_are_checked_when_it_loads():
+    """`claims:` (openmix.bench.claims) pass through load_suite, validated against the suite."""
+    raw = {**_raw(), "baseline": "vanilla"}
+    raw["policies"] = {"vanilla": {}, **raw["policies"]}
+    claim = {"id": "c1", "text": "mixup helps", "source": "Zhang et al. 2018", "policy": "mixup",
+             "datasets": ["fake"], "expect": "better"}
+    suite = load_suite({**raw, "claims": [claim]})
+    assert [c.id for c in suite.claims] == ["c1"]
+    with pytest.raises(SuiteConfigError, match="suite.claims"):
+        load_suite({**raw, "claims": [{**claim, "datasets": ["elsewhere"]}]})

@@ -32,6 +32,8 @@ A suite is a YAML file under ``configs/bench/suite/`` (selected with ``suite=NAM
 A policy entry may restrict itself with ``tasks`` (default: classification) and ``datasets``,
 and add overrides for one task with ``by_task``.
 ``not_applicable`` (policy name -> reason) documents registered policies a suite leaves out.
+``claims`` (see ``openmix.bench.claims``) are checked against the suite's datasets and policies
+when it loads.
 Every run is then just a list of trainer overrides: common + dataset recipe + epochs + model +
 policy (+ tuned values) + seed, in that order (later ones win).
 
@@ -63,7 +65,7 @@ DEFAULT_TUNE_METRIC = {"classification": "selected.val.top1", "regression": "sel
 LOWER_IS_BETTER_PREFIXES = LOWER_IS_BETTER
 SUITE_KEYS = (
     "name", "description", "seeds", "seed_key", "epochs_key", "baseline", "headline", "common",
-    "datasets", "models", "policies", "not_applicable", "data_root", "tune",
+    "datasets", "models", "policies", "not_applicable", "data_root", "tune", "claims",
 )
 DATASET_KEYS = ("task", "recipe", "models", "epochs", "note")
 POLICY_KEYS = ("overrides", "tasks", "datasets", "by_task", "note", "tune")
@@ -135,6 +137,7 @@ class SuiteConfig:
     models: Mapping[str, tuple[str, ...]]
     policies: tuple[PolicyEntry, ...]
     tune: TuneConfig | None = None
+    claims: tuple = ()        # openmix.bench.claims.ClaimSpec records
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ class Suite:
     headline: Mapping[str, str]
     trials: tuple[RunSpec, ...] = ()
     tune: TuneConfig | None = None
+    claims: tuple = ()        # openmix.bench.claims.ClaimSpec records
 
 
 # ---- checks ------------------------------------------------------------------------------
@@ -306,12 +310,13 @@ def parse_suite(cfg: Any) -> SuiteConfig:
             f"suite.baseline must be one of the policies {sorted(raw_policies)}, got {baseline!r}")
     if tune is not None:
         _check_equal_budget(policies)
+    claims = _parse_claims(cfg.get("claims"), baseline, names, list(raw_policies))
     return SuiteConfig(
         name=name, seeds=seeds, seed_key=_config_key(cfg.get("seed_key", "seed"), "suite.seed_key"),
         epochs_key=_config_key(cfg.get("epochs_key", "trainer.epochs"), "suite.epochs_key"),
         baseline=baseline, headline=_parse_headline(cfg.get("headline")),
         common=_overrides(cfg.get("common"), "suite.common"), datasets=datasets, models=models,
-        policies=policies, tune=tune,
+        policies=policies, tune=tune, claims=claims,
     )
 
 
@@ -322,6 +327,18 @@ def _plain_shallow(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=False)
     return cfg
+
+
+def _parse_claims(raw: Any, baseline: str | None, datasets: list[str],
+                  policies: list[str]) -> tuple:
+    if raw is None:
+        return ()
+    from .claims import parse_claims  # statistics (scipy) only for suites that state claims
+
+    try:
+        return parse_claims(raw, baseline, datasets, policies)
+    except ValueError as err:
+        raise SuiteConfigError(str(err)) from err
 
 
 def _parse_seeds(seeds: Any) -> tuple[int, ...]:
@@ -526,7 +543,8 @@ def load_suite(cfg: Any) -> Suite:
     config = parse_suite(cfg)
     runs, trials = expand(config)
     return Suite(name=config.name, runs=runs, baseline=config.baseline,
-                 headline=dict(config.headline), trials=trials, tune=config.tune)
+                 headline=dict(config.headline), trials=trials, tune=config.tune,
+                 claims=config.claims)
 
 
 def shard_runs(runs: tuple[RunSpec, ...] | list[RunSpec], shard: Any, shards: Any) -> list[RunSpec]:
