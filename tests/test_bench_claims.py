@@ -10,7 +10,7 @@ NOISE = [0.3, -0.2, 0.1, -0.4, 0.2]     # per-seed wiggle shared by both policie
 def _rows(dataset, policy, offset, metric_value=80.0, extra=0.0, metric="top1"):
     return [{"dataset": dataset, "policy": policy, "seed": s, "status": "ok", "task": "classification",
              "headline_metric": "selected.test.top1",
-             "final": {"selected": {"test": {metric: metric_value + offset + NOISE[s] + extra * s}}}}
+             "selected": {"test": {metric: metric_value + offset + NOISE[s] + extra * s}}}
             for s in SEEDS]
 
 
@@ -38,7 +38,7 @@ def test_worse_somewhere_is_not_reproduced_and_ties_are_inconclusive():
     # mixup = vanilla + a per-seed wiggle of zero mean: no difference
     wiggle = [0.5, -0.5, 0.3, -0.3, 0.0]
     rows = _rows("a", "vanilla", 0) + _rows("b", "vanilla", 0) + [
-        {**r, "policy": "mixup", "final": {"selected": {"test": {"top1": r["final"]["selected"]["test"]["top1"] + w}}}}
+        {**r, "policy": "mixup", "selected": {"test": {"top1": r["selected"]["test"]["top1"] + w}}}
         for r, w in zip(_rows("a", "vanilla", 0) + _rows("b", "vanilla", 0), wiggle * 2)]
     result = evaluate_claims(rows, _claim(), HEADLINE)[0]
     assert result.verdict == "inconclusive" and {r.comparison.verdict for r in result.results} == {"not significant"}

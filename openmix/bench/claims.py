@@ -9,7 +9,8 @@ A suite may list claims (``claims:`` in its YAML)::
         policy: mixup
         baseline: vanilla                      # default: the suite's baseline
         datasets: [digits-noise40, mnist1d-noise40]
-        metric: selected.test.top1             # a dotted path into the run's summary (default: the headline)
+        metric: selected.test.top1             # a dotted path into the run's row: selected.*, reports.*,
+                                               # or a plain name of final (default: the suite's headline)
         expect: better                         # better | not_better | larger_gain_than
         reference: digits-full                 # only for larger_gain_than
 
@@ -33,7 +34,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..metrics_direction import metric_direction
 from . import stats
-from .aggregate import lookup, number
+from .aggregate import number
+from .suite import summary_value
 
 __all__ = ["ClaimSpec", "DatasetResult", "ClaimResult", "parse_claims", "evaluate_claims", "EXPECTATIONS",
            "VERDICTS"]
@@ -144,7 +146,7 @@ def _values(rows: Iterable[dict], dataset: str, policy: str, metric: str) -> dic
     for row in rows:
         if row.get("dataset") != dataset or row.get("policy") != policy or row.get("status", "ok") != "ok":
             continue
-        value = number(lookup(row.get("final") or {}, metric))
+        value = number(summary_value(row, metric))
         if value is None and metric == row.get("headline_metric"):
             value = number(row.get("headline"))
         if value is not None:

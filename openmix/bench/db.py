@@ -42,7 +42,7 @@ ROLES = ("run", "trial")
 
 # JSON-encoded columns (stored as TEXT, decoded on read).
 _JSON_COLUMNS = ("policy_args", "loss_args", "final", "history", "versions", "config", "overrides",
-                 "tuned", "selected")
+                 "tuned", "selected", "reports")
 
 
 class ResultsDBError(RuntimeError):
@@ -93,6 +93,7 @@ class RunRecord:
     role: str = "run"
     tuned: dict = field(default_factory=dict)
     selected: dict = field(default_factory=dict)
+    reports: dict = field(default_factory=dict)     # the trainer's end-of-run reports (calibration, robustness)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:

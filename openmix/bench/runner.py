@@ -404,6 +404,7 @@ def build_record(
         error=None if error is None else error[-8000:], started_at=started,
         finished_at=_now(), wall_seconds=wall, role=spec.role,
         tuned=dict(spec.trial or spec.chosen), selected=summary.get("selected") or {},
+        reports=summary.get("reports") or {},
     )
 
 
