@@ -3,11 +3,18 @@
 ``Registry.build`` checks keywords before calling the factory: an unknown keyword names the
 accepted ones and the closest match, and keywords from timm's ``Mixup`` or torch's losses are
 translated into openmix's names in the message.
+
+Plug-ins: an installed package adds entries through the entry-point group ``openmix.<plural>``
+(``openmix.policies``, ``openmix.losses``, ``openmix.pairings``, ``openmix.schedules``), e.g.
+``flipmix = "my_policies:FlipMix"``. They are loaded on the first lookup of a name that is not
+built in, or when the names are listed, so ``import openmix`` stays light.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
+from importlib import metadata
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
@@ -78,7 +85,27 @@ class Registry:
         self.kind = kind
         self.plural = plural or (kind + "es" if kind.endswith(("s", "x", "sh", "ch")) else kind + "s")
         self.keyword_hints: Dict[str, str] = dict(KEYWORD_HINTS.get(kind, {}))
+        self.entry_point_group = f"openmix.{self.plural}"
         self._entries: Dict[str, Callable[..., Any]] = {}
+        self._plugin_errors: Optional[Dict[str, str]] = None      # None until plug-ins are loaded
+
+    def load_plugins(self) -> Dict[str, str]:
+        """Registers the entry points of ``openmix.<plural>`` once; returns {name: error} of those
+        that failed to load (each also warned about)."""
+        if self._plugin_errors is not None:
+            return self._plugin_errors
+        self._plugin_errors = {}
+        for entry in metadata.entry_points(group=self.entry_point_group):
+            try:
+                obj = entry.load()
+                if self._entries.get(entry.name) is not obj:
+                    self.register(entry.name)(obj)      # raises if the name is taken by another object
+            except Exception as exc:                    # a broken plug-in must not hide the others
+                error = f"{self.kind} plug-in {entry.name!r} ({entry.value}, entry-point group " \
+                        f"{self.entry_point_group!r}) failed to load: {type(exc).__name__}: {exc}"
+                self._plugin_errors[entry.name] = error
+                warnings.warn(error, RuntimeWarning, stacklevel=3)
+        return self._plugin_errors
 
     def register(self, name: str) -> Callable[[T], T]:
         if not isinstance(name, str) or not name:
@@ -97,6 +124,8 @@ class Registry:
         self._entries.pop(name, None)
 
     def get(self, name: str) -> Callable[..., Any]:
+        if isinstance(name, str) and name not in self._entries and name in self.load_plugins():
+            raise ImportError(self._plugin_errors[name])
         if not isinstance(name, str) or name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1) if isinstance(name, str) else []
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -130,7 +159,10 @@ class Registry:
         return self.get(name)(**kwargs)
 
     def names(self) -> List[str]:
+        self.load_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name not in self._entries:
+            self.load_plugins()
         return name in self._entries
