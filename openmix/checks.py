@@ -90,7 +90,7 @@ class LayoutWarning(UserWarning):
 
     A warning, not an error: each flagged shape is also a legal layout for some data (a 2-D
     sensor grid 3 wide, a 1-D signal with as many channels as samples), so legitimate users
-    silence it with ``warnings.filterwarnings("ignore", category=openmix.checks.LayoutWarning)``.
+    silence it with ``warnings.filterwarnings('ignore', category=openmix.LayoutWarning)``.
     """
 
 
@@ -132,7 +132,7 @@ def check_layout(x: torch.Tensor, name: str = "x") -> None:
     reason = layout_mistake(tuple(x.shape))
     if reason is not None:
         warnings.warn(f"{name} {reason}. If the layout is meant, silence this with "
-                      f"warnings.filterwarnings('ignore', category=openmix.checks.LayoutWarning)",
+                      f"warnings.filterwarnings('ignore', category=openmix.LayoutWarning)",
                       LayoutWarning, stacklevel=3)
 
 
