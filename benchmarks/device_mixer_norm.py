@@ -13,7 +13,6 @@ interleaved calls (the two see the same machine load). Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path

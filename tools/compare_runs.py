@@ -46,7 +46,7 @@ def load_run(path: Path) -> tuple[dict, dict]:
     try:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"{path} is not JSON ({exc.msg} at line {exc.lineno})")
+        raise SystemExit(f"{path} is not JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(summary, dict) or "final" not in summary:
         raise SystemExit(f"{path} is not an openmix-train summary (no 'final' key)")
     settings = flatten({k: summary[k] for k in SETTING_KEYS if k in summary})

@@ -11,7 +11,6 @@ policy on the chosen device and prints the time per call. Exits 1 if a policy fa
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

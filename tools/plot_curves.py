@@ -36,7 +36,8 @@ def read_history(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{number} is not a JSON line ({exc.msg}); metrics.jsonl holds one object per epoch")
+            raise SystemExit(f"{path}:{number} is not a JSON line ({exc.msg}); metrics.jsonl holds one object "
+                             "per epoch") from None
         if not isinstance(row, dict) or "epoch" not in row:
             raise SystemExit(f"{path}:{number} has no 'epoch' key; got {str(row)[:80]}")
         rows.append(row)

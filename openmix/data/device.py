@@ -67,7 +67,7 @@ class DeviceMixer:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         for stat, name in ((self.mean, "mean"), (self.std, "std")):
             if stat is not None and stat.numel() not in (1, x.shape[1]):
-                hint = (f"; x looks channels-last (B, H, W, C): use x.permute(0, 3, 1, 2)"
+                hint = ("; x looks channels-last (B, H, W, C): use x.permute(0, 3, 1, 2)"
                         if x.ndim == 4 and x.shape[-1] == stat.numel() else "")
                 raise ValueError(f"{name} has {stat.numel()} values but x has {x.shape[1]} channels "
                                  f"(x: {tuple(x.shape)}, read as (B, C, *spatial)){hint}")
