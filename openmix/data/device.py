@@ -28,9 +28,9 @@ class DeviceMixer:
     mean, std: per-channel statistics in [0, 1] units (torchvision's convention); uint8 inputs
     are divided by 255 first. Float inputs must already be in the statistics' units: the first
     float batch is checked once (one host sync), and values above 1.5 with [0, 1] statistics
-    (0-255 pixels, or inputs already normalised) raise. Draws use a CPU generator derived from ``(seed, 0, epoch)`` exactly
-    as ``MixCollate`` with ``num_workers=0`` does, so both paths mix a batch the same way and the
-    same seed gives the same mix on any device. ``channels_last`` converts 4-D inputs, and the
+    (0-255 pixels, or inputs already normalised) raise. Draws use a CPU generator derived from
+    ``(seed, 0, epoch)`` exactly as ``MixCollate`` with ``num_workers=0`` does, so both paths mix
+    a batch the same way and the same seed gives the same mix on any device. ``channels_last`` converts 4-D inputs, and the
     mixed output is returned in that memory format too.
     """
 
@@ -97,7 +97,7 @@ class DeviceMixer:
             x = x.contiguous(memory_format=torch.channels_last)
         mb = self.policy(x, y, generator=self.generator)
         if channels_last and not mb.x.is_contiguous(memory_format=torch.channels_last):
-            # some policies' outputs come back in the default layout (see README, DeviceMixer)
+            # several policies return the default layout (ops.blend_with_partner's index_select)
             mb.x = mb.x.contiguous(memory_format=torch.channels_last)
         return mb
 
