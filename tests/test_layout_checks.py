@@ -41,8 +41,6 @@ def test_channels_last_memory_format_is_not_a_mistake():
     assert layout_mistake(tuple(x.shape)) is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs `check_layout(x)` in MixPolicy.__call__ (policies/base.py, the "
-                                       "lead's file); remove this mark when the call is added")
 @pytest.mark.parametrize("name", ["mixup", "cutmix"])
 def test_policies_warn_on_channels_last_input(name):
     with pytest.warns(LayoutWarning, match="channels-last"):
