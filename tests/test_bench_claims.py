@@ -71,3 +71,23 @@ def test_claim_specs_are_validated():
         _claim(colour="red")
     with pytest.raises(ValueError, match=r"policy must be one of the suite's policies"):
         _claim(policy="automix")
+
+
+def test_claims_reach_the_leaderboard_page_and_csv(tmp_path):
+    import csv
+    from openmix.bench.db import ResultsDB, RunRecord
+    from openmix.bench.leaderboard import render_leaderboard
+    db = ResultsDB(tmp_path / "r.db")
+    for row in _rows("a", "vanilla", 0) + _rows("a", "mixup", 2.0) + _rows("b", "vanilla", 0) + _rows("b", "mixup", 1.5):
+        value = row["selected"]["test"]["top1"]
+        db.record(RunRecord(suite="t", config_hash=f"{row['dataset']}-{row['policy']}-{row['seed']}", status="ok",
+                            dataset=row["dataset"], model="m", policy=row["policy"], seed=row["seed"],
+                            task="classification", headline_metric="selected.test.top1", headline=value,
+                            selected=row["selected"], final={"top1": value}, seconds_per_epoch=1.0))
+    written = render_leaderboard(tmp_path / "r.db", "t", tmp_path / "out", headline=HEADLINE, claims=_claim())
+    md = (tmp_path / "out" / "t.md").read_text()
+    assert "## Claims" in md and "mixup beats ERM (mixup vs vanilla)" in md and "✓ reproduced" in md
+    assert "Zhang et al. 2018" in (tmp_path / "out" / "t.html").read_text()
+    rows = list(csv.DictReader(open(tmp_path / "out" / "t-claims.csv")))
+    assert [r["dataset"] for r in rows] == ["a", "b"] and {r["verdict"] for r in rows} == {"reproduced"}
+    assert float(rows[0]["delta"]) == pytest.approx(2.0) and tmp_path / "out" / "t-claims.csv" in written

@@ -107,6 +107,7 @@ class Report:
     confidence: float = stats.CONFIDENCE
     alpha: float = stats.ALPHA
     superseded: int = field(default=0)
+    claims: tuple = ()              # openmix.bench.claims.ClaimResult per claim of the suite
 
 
 # ---- reading rows ------------------------------------------------------------------------
@@ -331,8 +332,12 @@ def build_report(
     headline: Mapping[str, str] | None = None,
     confidence: float = stats.CONFIDENCE,
     alpha: float = stats.ALPHA,
+    claims: Sequence = (),
 ) -> Report:
-    """The whole leaderboard of ``suite`` as one immutable :class:`Report`."""
+    """The whole leaderboard of ``suite`` as one immutable :class:`Report`; ``claims``: the
+    suite's ``ClaimSpec``s, evaluated on the same rows."""
+    from .claims import evaluate_claims
+    rows = list(rows)
     cells = group_cells(rows, headline)
     panels = group_panels(cells, baseline)
     ranks = rank_groups(panels, alpha)
@@ -342,4 +347,5 @@ def build_report(
         panels=tuple(panel_report(p, baseline, by_group, confidence, alpha) for p in panels),
         ranks=tuple(ranks), failed=tuple(failed_run(r) for r in failed),
         confidence=confidence, alpha=alpha, superseded=sum(c.superseded for c in cells),
+        claims=evaluate_claims(rows, claims, dict(headline or DEFAULT_HEADLINE), alpha),
     )

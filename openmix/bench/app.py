@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> SuiteReport | None:
         written = render_leaderboard(
             options.db_path, suite.name, _abs(cfg.leaderboard_dir),
             baseline=suite.baseline, headline=dict(suite.headline),
-            command=default_command(cfg.db, suite.name, cfg.leaderboard_dir),
+            command=default_command(cfg.db, suite.name, cfg.leaderboard_dir), claims=suite.claims,
         )
         for path in written:
             print(f"wrote {path}")
