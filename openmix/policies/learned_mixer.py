@@ -405,9 +405,16 @@ class LearnedMixer(StepPolicy):
         module = self.encoder.module
         was_training = module.training
         module.eval()
-        with torch.no_grad():
-            h = self.encoder.features(probe, self.stage)
-        module.train(was_training)
+        try:
+            with torch.no_grad():
+                h = self.encoder.features(probe, self.stage)
+        except RuntimeError as exc:   # e.g. the MLP: its 1x1 convolutions see flattened inputs
+            raise ValueError(f"{type(self).__name__} mixes feature maps of a convolutional model over the input's "
+                             f"spatial dims; {type(model).__name__} does not take (B, {conv.in_channels}, "
+                             f"*spatial) inputs to convolutions (use small_cnn, conv1d or a timm CNN): "
+                             f"{str(exc).splitlines()[0]}") from exc
+        finally:
+            module.train(was_training)
         if h.ndim < 3:
             raise ValueError(f"stage {self.stage} of {type(model).__name__} outputs shape {tuple(h.shape)}, not a "
                              f"feature map (B, C, *spatial); choose an earlier feature_stage")
