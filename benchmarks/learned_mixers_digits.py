@@ -16,7 +16,6 @@ writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile

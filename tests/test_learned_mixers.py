@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import openmix
 from openmix.features import MixNet
-from openmix.policies.learned_mixer import (Draw, MultiMixBlock, PairMixBlock, mask_ratio_loss, mixed_label,
+from openmix.policies.learned_mixer import (MultiMixBlock, PairMixBlock, mask_ratio_loss, mixed_label,
                                             rescale_lam, soft_cross_entropy)
 from openmix.policies.samix import eta_balanced_loss
 from openmix.train import compose_config, train
@@ -203,7 +203,8 @@ def test_rescale_lam_and_mask_ratio_loss_by_hand():
     own = torch.stack([torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.9)])
     # |0.5 - 0.3| - 0.1 = 0.1; |0.9 - 0.85| - 0.1 < 0 -> 0
     torch.testing.assert_close(mask_ratio_loss(own, torch.tensor([0.3, 0.85]), 0.1), torch.tensor(0.05))
-    labels = mixed_label(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 1]]), torch.tensor([[0.7, 0.3], [0.4, 0.6]]), 3)
+    labels = mixed_label(torch.tensor([0, 1]), torch.tensor([[0, 1], [1, 1]]),
+                         torch.tensor([[0.7, 0.3], [0.4, 0.6]]), 3)
     torch.testing.assert_close(labels, torch.tensor([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]]))
 
 
@@ -211,7 +212,7 @@ def test_lam_margin_and_unmixed_rows_use_constant_masks():
     policy, ctx = ready("automix", {"lam_margin": 0.49, "mode": "elem"})     # nearly every row is "extreme"
     x, y = batch()
     out = policy.step_losses(x, y, ctx)
-    masks, mb = out.classifier_masks, out.batch
+    masks = out.classifier_masks
     constant = (masks.flatten(2).std(dim=2) < 1e-7).all(dim=1)
     assert int(constant.sum()) >= 7
     policy, ctx = ready("adautomix", {"p": 0.0 + 1e-9, "mode": "elem"})

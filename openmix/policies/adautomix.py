@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batch import MixedBatch
-from ..checks import check_non_negative, check_probability
+from ..checks import check_probability
 from .base import lam_dtype, register_policy, sample_beta
 from .learned_mixer import (Draw, LearnedMixer, MultiMixBlock, StepLosses, mix_samples_with_masks, mixed_label,
                             soft_cross_entropy, upsample)

@@ -37,7 +37,7 @@ from torch import nn
 from ..batch import MixedBatch
 from ..checks import check_choice, check_non_negative, check_probability
 from ..features import split_model
-from .base import lam_dtype, sample_beta
+from .base import lam_dtype
 from .step import StepPolicy
 
 __all__ = ["MomentumEncoder", "PairMixBlock", "SAMixBlock", "MultiMixBlock", "LearnedMixer", "StepLosses",
@@ -559,7 +559,8 @@ class LearnedMixer(StepPolicy):
         if "mixer" not in state:
             return
         if self.mixer is None:
-            raise RuntimeError(f"{type(self).__name__}.setup(ctx) must run before load_state_dict (it builds the mixer)")
+            raise RuntimeError(f"{type(self).__name__}.setup(ctx) must run before load_state_dict "
+                               f"(it builds the mixer)")
         self.mixer.load_state_dict(state["mixer"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.encoder.load_state_dict(state["encoder"])
