@@ -230,9 +230,13 @@ def _rotated_digits(test_fraction: float = 0.2, split_seed: int = 0, min_angle: 
 
 @register_dataset("sine1d", "regression")
 def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split_seed: int = 0) -> DataBundle:
-    """Synthetic 1-D function regression: x ~ U(-pi, pi), y = 2 + sin(2x) + noise.
-    x: (1, 1) (one feature as a length-1 signal). Linear mixing of x and y is wrong for this
-    nonlinear function, which is what label-aware pairing (C-Mixup) corrects."""
+    """Synthetic 1-D function regression: x ~ U(-pi, pi), y = 2 + sin(2x) + noise (N(0, noise**2)).
+    x: (1, 1) (one feature as a length-1 signal); 512 training and 256 test samples by default.
+
+    NOT a C-Mixup case: x -> y is 4-to-1 (sin(2x) takes each value at four x in (-pi, pi)), so
+    pairing by label similarity pairs inputs from different branches, whose mix lies where the
+    label is different; C-Mixup's assumption (label-similar samples are input-similar) fails.
+    Kept as a negative control; ``single_index`` is the case where it holds."""
     g = torch.Generator().manual_seed(split_seed)
 
     def draw(n):
@@ -243,6 +247,47 @@ def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split
     xtr, ytr = draw(num_train)
     xte, yte = draw(num_test)
     return _regression_bundle("sine1d", xtr, ytr, xte, yte, "mlp")
+
+
+def single_index_arrays(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.5,
+                        nuisance_dims: int = 16, noise: float = 0.1, curvature: float = 3.0, seed: int = 0):
+    """The raw ``single_index`` task: (x_train (N, dim), y_train (N,), x_test (M, dim), y_test (M,)).
+
+    A latent s ~ U(0, 1) sets the label y = exp(curvature * s) (monotone, convex) and the input
+    x = 2 s u + nuisance * B z + noise * e, with u and the rows of B (nuisance_dims of them)
+    orthonormal directions drawn once from ``seed``, z ~ N(0, I) a nuisance unrelated to the label
+    and e ~ N(0, I_dim) isotropic noise. All draws from one generator seeded by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.linalg.qr(torch.randn(dim, 1 + nuisance_dims, generator=g))[0].T    # (1 + k, dim) orthonormal
+
+    def draw(n):
+        s = torch.rand(n, generator=g)
+        z = torch.randn(n, nuisance_dims, generator=g)
+        x = 2 * s[:, None] * basis[:1] + nuisance * z @ basis[1:] + noise * torch.randn(n, dim, generator=g)
+        return x, torch.exp(curvature * s)
+
+    x_train, y_train = draw(num_train)
+    x_test, y_test = draw(num_test)
+    return x_train, y_train, x_test, y_test
+
+
+@register_dataset("single_index", "regression")
+def _single_index(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.5,
+                  nuisance_dims: int = 16, noise: float = 0.1, curvature: float = 3.0, split_seed: int = 0) -> DataBundle:
+    """Synthetic single-index regression where C-Mixup's assumption holds (``single_index_arrays``):
+    y = exp(3 s) for a latent s ~ U(0, 1) read along one direction of a 32-dim input that also
+    carries a 16-dim Gaussian nuisance (std 0.5) and isotropic noise (std 0.1). x: (1, dim);
+    96 training and 1024 test samples by default.
+
+    Why it is a C-Mixup case: y is a monotone function of s, so label-similar samples are
+    input-similar along the signal direction and differ mainly in nuisance; mixing them makes
+    new samples whose label is nearly right and teaches the model to ignore the nuisance. Plain
+    mixup mixes distant s, where the convex exp makes the interpolated label too high (by
+    lam (1 - lam) (y_i + y_j - 2 y(mixed s)) on average); ERM sees only 96 samples with a
+    16-dim nuisance and overfits it."""
+    x_train, y_train, x_test, y_test = single_index_arrays(num_train, num_test, dim, nuisance, nuisance_dims, noise,
+                                                           curvature, split_seed)
+    return _regression_bundle("single_index", x_train.unsqueeze(1), y_train, x_test.unsqueeze(1), y_test, "mlp")
 
 
 # ------------------------------------------------------------------------------------------ real

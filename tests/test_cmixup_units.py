@@ -1,0 +1,166 @@
+"""C-Mixup's default bandwidth works whatever the units of the labels.
+
+The task (``openmix.train.datasets.single_index_arrays``): a latent s ~ U(0, 1) sets the label
+y = exp(3 s) and is read along one direction of a 32-dim input that also carries a 16-dim
+Gaussian nuisance (std 0.5) and isotropic noise (std 0.1); 96 training samples. C-Mixup's
+assumption holds: y is monotone in s, so label-similar samples are input-similar along the signal
+and differ mainly in the nuisance. Mixing them makes new samples with nearly the right label and
+teaches the model to ignore the nuisance, which ERM on 96 samples overfits; plain mixup also mixes
+distant s, where the convex exp puts the interpolated label above the true one (Jensen).
+
+The labels are multiplied by 0.02, 1 and 50 and the policies are built through the public API,
+C-Mixup with no sigma: ``openmix.build_policy("mixup", alpha=2.0, pairing={"name": "cmixup"})``.
+The learner is a small MLP whose output is scaled by the training labels' mean and std (fixed
+before training), so the learner itself is unit-free and a change across scales can only come
+from the pairing, which sees the scaled labels. The same learner, seeds and steps serve ERM, mixup
+and C-Mixup; the models of all seeds and scales train at once as one batched network.
+
+Margin: mean relative test RMSE (RMSE / std of the test labels) over 5 seeds; C-Mixup must be
+below 0.95 x ERM's and 0.95 x mixup's at every scale. Measured over 12 seeds
+(``benchmarks/cmixup_bandwidth.py``), C-Mixup/ERM is 0.89 per seed (every seed < 1) and
+C-Mixup/mixup 0.89 (every seed < 1), with a per-seed spread of about 0.03, so the 5-seed mean
+clears 0.95 by about 4 standard errors. The old absolute default (sigma = 1 in label units) fails
+the same check at 0.02 (C-Mixup becomes mixup) and at 50 (no mixing, ERM): the test has teeth.
+"""
+import functools
+import math
+import warnings
+
+import pytest
+import torch
+
+import openmix
+from openmix.pairing.kernel import DEFAULT_SIGMA
+from openmix.train.datasets import single_index_arrays
+
+SCALES = (0.02, 1.0, 50.0)
+SEEDS = tuple(range(5))
+MARGIN = 0.95
+STEPS, BATCH, HIDDEN, LR = 300, 32, 64, 3e-3
+
+
+class BatchedMLP(torch.nn.Module):
+    """M independent 2-hidden-layer ReLU MLPs evaluated at once: x (M, B, D) -> (M, B)."""
+
+    def __init__(self, models: int, in_features: int, hidden: int, generator: torch.Generator):
+        super().__init__()
+
+        def layer(fan_in, fan_out):       # torch.nn.Linear's default uniform initialisation
+            bound = 1 / math.sqrt(fan_in)
+            w = (torch.rand(models, fan_in, fan_out, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(models, 1, fan_out, generator=generator) * 2 - 1) * bound
+            return torch.nn.Parameter(w), torch.nn.Parameter(b)
+
+        self.w1, self.b1 = layer(in_features, hidden)
+        self.w2, self.b2 = layer(hidden, hidden)
+        self.w3, self.b3 = layer(hidden, 1)
+
+    def forward(self, x):
+        h = torch.relu(torch.baddbmm(self.b1, x, self.w1))
+        h = torch.relu(torch.baddbmm(self.b2, h, self.w2))
+        return torch.baddbmm(self.b3, h, self.w3).squeeze(-1)
+
+
+def single_index_task(scale: float, seed: int):
+    """(x (96, 32), y (96,), x_test (1024, 32), y_test (1024,)) with the labels multiplied by scale."""
+    x, y, x_test, y_test = single_index_arrays(seed=seed)
+    return x, y * scale, x_test, y_test * scale
+
+
+def relative_test_rmse(runs) -> torch.Tensor:
+    """Train one model per run ``(task, policy or None for ERM)``, all at once as one batched
+    network (the models share nothing: the loss is a sum of per-model losses and Adam is
+    elementwise), and return RMSE / std(y_test) per run, shape (len(runs),)."""
+    g = torch.Generator().manual_seed(0)
+    tasks = [task for task, _ in runs]
+    net = BatchedMLP(len(runs), tasks[0][0].shape[1], HIDDEN, g)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    x_train, y_train = torch.stack([t[0] for t in tasks]), torch.stack([t[1] for t in tasks])   # (M, N, D), (M, N)
+    mean, std = y_train.mean(1, keepdim=True), y_train.std(1, keepdim=True)   # the output scale
+    models = torch.arange(len(runs)).unsqueeze(1)
+    for _ in range(STEPS):
+        rows = torch.rand(y_train.shape, generator=g).argsort(1)[:, :BATCH]     # a random batch per model
+        xb, yb = x_train[models, rows], y_train[models, rows]
+        for k, (_, policy) in enumerate(runs):
+            if policy is not None:
+                mixed = policy(xb[k], yb[k], generator=g)
+                xb[k], yb[k] = mixed.x, mixed.mix_targets()
+        pred = net(xb) * std + mean
+        loss = ((pred - yb) ** 2).mean(1).div(std.squeeze(1) ** 2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        y_test = torch.stack([t[3] for t in tasks])
+        pred = net(torch.stack([t[2] for t in tasks])) * std + mean
+        return ((pred - y_test) ** 2).mean(1).sqrt() / y_test.std(1)
+
+
+METHODS = {
+    "erm": lambda: None,
+    "mixup": lambda: openmix.build_policy("mixup", alpha=2.0),
+    "cmixup": lambda: openmix.build_policy("mixup", alpha=2.0, pairing={"name": "cmixup"}),   # no sigma given
+    "cmixup_raw1": lambda: openmix.build_policy("mixup", alpha=2.0,
+                                                pairing={"name": "cmixup", "sigma": 1.0, "sigma_units": "raw"}),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def results() -> dict:
+    """Relative test RMSE per method, (len(SCALES), len(SEEDS)); the raw-bandwidth C-Mixup runs
+    at the two outer scales only (nan at scale 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # tiny matrices: threads only add overhead on a shared machine
+    try:
+        runs, keys = [], []
+        for method, make_policy in METHODS.items():
+            for i, scale in enumerate(SCALES):
+                if method == "cmixup_raw1" and scale == 1.0:
+                    continue
+                for j, seed in enumerate(SEEDS):
+                    runs.append((single_index_task(scale, seed), make_policy()))
+                    keys.append((method, i, j))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # the raw bandwidth warns at the outer scales
+            rmse = relative_test_rmse(runs)
+    finally:
+        torch.set_num_threads(threads)
+    out = {m: torch.full((len(SCALES), len(SEEDS)), float("nan")) for m in METHODS}
+    for (method, i, j), value in zip(keys, rmse.tolist()):
+        out[method][i, j] = value
+    return out
+
+
+def test_default_is_relative_through_the_public_api():
+    pairing = openmix.build_policy("mixup", pairing={"name": "cmixup"}).pairing
+    assert (pairing.sigma, pairing.sigma_units) == (DEFAULT_SIGMA, "std")
+
+
+@pytest.mark.parametrize("scale_index", range(len(SCALES)), ids=[f"labels_x{s:g}" for s in SCALES])
+def test_default_cmixup_beats_mixup_and_erm_at_every_label_scale(scale_index):
+    erm, mixup, cmixup = (results()[m][scale_index].mean().item() for m in ("erm", "mixup", "cmixup"))
+    report = f"labels x{SCALES[scale_index]:g}: relative RMSE ERM {erm:.3f}, mixup {mixup:.3f}, C-Mixup {cmixup:.3f}"
+    assert cmixup < MARGIN * erm, report
+    assert cmixup < MARGIN * mixup, report
+
+
+def test_an_absolute_bandwidth_fails_when_the_units_change():
+    """The old default, sigma = 1 in label units, is 0.17 label stds at scale 1 but 8 stds at
+    x0.02 (near-random partners: mixup) and 0.003 stds at x50 (partners share the label: little
+    mixing, ERM). The check above must fail there."""
+    raw, erm, mixup = (results()[m][[0, -1]].mean(1) for m in ("cmixup_raw1", "erm", "mixup"))
+    assert not raw[0] < MARGIN * mixup[0], (raw, mixup)      # x0.02: not clearly better than mixup
+    assert not raw[1] < MARGIN * erm[1], (raw, erm)          # x50: not clearly better than ERM
+
+
+@pytest.mark.parametrize("sigma,words", [(20.0, "becomes plain mixup"), (0.005, "little mixing")])
+def test_raw_bandwidth_far_from_the_label_spread_warns_once(sigma, words):
+    y = torch.randn(64, generator=torch.Generator().manual_seed(0))       # spread ~1
+    pairing = openmix.build_pairing("cmixup", sigma=sigma, sigma_units="raw")
+    with pytest.warns(UserWarning, match=rf"sigma={sigma:g} is .* x the spread of the labels.*{words}"):
+        pairing(64, torch.Generator(), y=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairing(64, torch.Generator(), y=y * 1000)                       # once per pairing
+        openmix.build_pairing("cmixup", sigma=1.0, sigma_units="raw")(64, torch.Generator(), y=y)
+        openmix.build_pairing("cmixup", sigma=sigma)(64, torch.Generator(), y=y)   # relative: no warning
