@@ -126,7 +126,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--override", action="append", default=[], help="extra trainer override, repeatable")
-    ap.add_argument("--out", default="train_throughput.json")
+    ap.add_argument("--out", default="results/benchmarks/train_throughput.json",
+                    help="JSON output (default under the git-ignored results/; the committed figures are "
+                         "benchmarks/results/train_throughput.json)")
     ap.add_argument("--compare-tree", type=Path, default=None,
                     help="another checkout of openmix: report per-round throughput ratios this/other instead")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of --compare-tree (each runs both trees)")

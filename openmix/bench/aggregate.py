@@ -14,7 +14,7 @@ from typing import Any
 
 from ..metrics_direction import Metric, metric_direction
 from . import stats
-from .suite import DEFAULT_HEADLINE
+from .suite import DEFAULT_HEADLINE, resolve_path
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class Report:
     confidence: float = stats.CONFIDENCE
     alpha: float = stats.ALPHA
     superseded: int = field(default=0)
+    claims: tuple = ()              # openmix.bench.claims.ClaimResult per claim of the suite
 
 
 # ---- reading rows ------------------------------------------------------------------------
@@ -122,17 +123,9 @@ def number(value: Any) -> float | None:
 
 
 def lookup(mapping: Any, path: str) -> Any:
-    """``mapping[path]`` if present, else follow the dotted ``path`` (``selected.test.top1``)."""
-    if not isinstance(mapping, Mapping):
-        return None
-    if path in mapping:
-        return mapping[path]
-    node: Any = mapping
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """``mapping[path]`` if present, else follow the dotted ``path`` (``selected.test.top1``; keys
+    holding dots, such as ``occlusion_0.5``, are matched whole)."""
+    return resolve_path(mapping, path)
 
 
 def _set_by_overrides(overrides: Any, prefix: str) -> dict | None:
@@ -331,8 +324,12 @@ def build_report(
     headline: Mapping[str, str] | None = None,
     confidence: float = stats.CONFIDENCE,
     alpha: float = stats.ALPHA,
+    claims: Sequence = (),
 ) -> Report:
-    """The whole leaderboard of ``suite`` as one immutable :class:`Report`."""
+    """The whole leaderboard of ``suite`` as one immutable :class:`Report`; ``claims``: the
+    suite's ``ClaimSpec``s, evaluated on the same rows."""
+    from .claims import evaluate_claims
+    rows = list(rows)
     cells = group_cells(rows, headline)
     panels = group_panels(cells, baseline)
     ranks = rank_groups(panels, alpha)
@@ -342,4 +339,5 @@ def build_report(
         panels=tuple(panel_report(p, baseline, by_group, confidence, alpha) for p in panels),
         ranks=tuple(ranks), failed=tuple(failed_run(r) for r in failed),
         confidence=confidence, alpha=alpha, superseded=sum(c.superseded for c in cells),
+        claims=evaluate_claims(rows, claims, dict(headline or DEFAULT_HEADLINE), alpha),
     )

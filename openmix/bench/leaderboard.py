@@ -25,7 +25,7 @@ from ..files import write_bytes_atomic, write_text_atomic
 from .aggregate import Report, build_report
 from .db import ResultsDB
 from .plots import render_bars, render_cd
-from .render import render_csv, render_html, render_markdown
+from .render import render_claims_csv, render_csv, render_html, render_markdown
 
 
 def load_report(
@@ -33,6 +33,7 @@ def load_report(
     suite: str,
     baseline: str | None = "vanilla",
     headline: dict | None = None,
+    claims: Sequence = (),
 ) -> Report:
     """Read ``suite`` from one or more databases (later databases win a seed) into a Report."""
     dbs = [db] if isinstance(db, (str, os.PathLike)) else list(db)
@@ -45,7 +46,7 @@ def load_report(
         results = ResultsDB(path)
         rows += results.runs(suite=suite, status="ok")
         failed += results.runs(suite=suite, status="failed")
-    report = build_report(suite, rows, failed, baseline=baseline, headline=headline)
+    report = build_report(suite, rows, failed, baseline=baseline, headline=headline, claims=claims)
     if not report.panels:
         known = sorted({s for p in dbs for s in ResultsDB(p).suites()})
         raise ValueError(
@@ -93,10 +94,12 @@ def render_leaderboard(
     headline: dict | None = None,
     command: str | None = None,
     readme: str | os.PathLike | None = None,
+    claims: Sequence = (),
 ) -> list[Path]:
     """Read ``suite`` from one or more databases and write <suite>.md/.csv/.png/-cd.png/.html
-    (and the Markdown between the suite's markers in ``readme``, if given)."""
-    report = load_report(db, suite, baseline, headline)
+    (-claims.csv when the suite states claims; and the Markdown between the suite's markers in
+    ``readme``, if given)."""
+    report = load_report(db, suite, baseline, headline, claims)
     out = Path(out_dir)
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in suite)
     bars, cd = render_bars(report), render_cd(report)
@@ -108,12 +111,26 @@ def render_leaderboard(
             report, command, f"{stem}.png", f"{stem}-cd.png")),
         write_text_atomic(out / f"{stem}.html", render_html(report, bars, cd, command)),
     ]
+    if report.claims:
+        written.append(write_text_atomic(out / f"{stem}-claims.csv", render_claims_csv(report)))
     if readme is not None:
         folder = os.path.relpath(out, Path(readme).resolve().parent)
         section = render_markdown(report, command, Path(folder, f"{stem}.png").as_posix(),
                                   Path(folder, f"{stem}-cd.png").as_posix(), level=3)
         written.append(update_readme(readme, suite, section))
     return written
+
+
+def known_suite(name: str):
+    """The parsed suite ``configs/bench/suite/<name>.yaml`` (its headline and claims), or None
+    when no such file exists (a suite defined elsewhere)."""
+    from ..paths import config_dir
+    from .suite import load_suite
+    path = config_dir() / "bench" / "suite" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+    return load_suite(OmegaConf.load(path))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -138,8 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     dbs = args.db or ["results.db"]
     command = args.command or default_command(dbs, args.suite, args.out, args.readme)
     try:
+        suite = known_suite(args.suite)
         written = render_leaderboard(dbs, args.suite, args.out, baseline=args.baseline,
-                                     command=command, readme=args.readme)
+                                     headline=dict(suite.headline) if suite else None, command=command,
+                                     readme=args.readme, claims=suite.claims if suite else ())
     except ValueError as err:
         parser.exit(2, f"openmix-leaderboard: {err}\n")
     for path in written:

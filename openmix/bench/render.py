@@ -145,6 +145,13 @@ def explanations(report: Report) -> list[tuple[str, str]]:
         f"if it does (p < {report.alpha:g}) are two policies called different when their mean "
         "ranks are at least the Nemenyi critical difference CD = q·√(k(k+1)/6N) apart "
         "(Demšar 2006).")))
+    if report.claims:
+        out.append(("Claims", (
+            "Each claim compares a policy with its baseline on the datasets it names, paired by seed "
+            "with Holm's correction across those datasets; it is reproduced when every dataset is "
+            "significant in the claimed direction, not reproduced when any is significant the other "
+            "way, and inconclusive otherwise. A claim that something does not help (expect not_better) "
+            "is reproduced when no dataset is significantly better, which is only as strong as its interval.")))
     out.append(("Best", (
         "A policy is bold only when its interval clears the runner-up's; otherwise the tables "
         "name the policies tied with the top mean. A paired verdict can be better while the "
@@ -282,6 +289,69 @@ def _md_ranks(report: Report, h2: str, cd_image: str | None) -> list[str]:
     return lines
 
 
+# ---- claims -------------------------------------------------------------------------------
+CLAIM_MARKS = {"reproduced": "✓ reproduced", "not reproduced": "✗ not reproduced", "inconclusive": "≈ inconclusive"}
+CLAIM_HEADER = ["claim", "source", "metric", "dataset", "policy − baseline (95% CI, n)", "Holm p", "verdict"]
+
+
+def claim_rows(result: Any) -> list[list[str]]:
+    """One row per dataset of a claim (the claim's text, source and verdict on its first row)."""
+    spec, arrow = result.spec, "↑" if result.higher_is_better else "↓"
+    label = f"{spec.policy} vs {spec.baseline}" + (f", gain vs {spec.reference}" if spec.reference else "")
+    rows = []
+    for i, r in enumerate(result.results):
+        c = r.comparison
+        decimals = decimals_for(abs(c.delta)) if math.isfinite(c.delta) else 2
+        delta = (fmt_signed_pm(c.delta, c.delta_ci_low, c.delta_ci_high, decimals) if math.isfinite(c.delta_ci_low)
+                 else (f"{c.delta:+.{decimals}f}" if math.isfinite(c.delta) else "n/a"))
+        first = i == 0
+        rows.append([f"{spec.text} ({label})" if first else "", spec.source if first else "",
+                     f"{result.metric} {arrow}" if first else "", r.dataset, f"{delta} (n={c.n_pairs})",
+                     fmt_p(c.p_holm), CLAIM_MARKS[result.verdict] if first else ""])
+    return rows
+
+
+def _md_claims(report: Report, h2: str) -> list[str]:
+    lines = ["", f"{h2} Claims", ""]
+    rows = [row for result in report.claims for row in claim_rows(result)]
+    lines += _md_table(CLAIM_HEADER, rows)
+    lines += [""] + [f"- **{_md(r.spec.id)}**: {_md(r.verdict)}: {_md(r.reason)}" for r in report.claims]
+    return lines
+
+
+def render_claims_csv(report: Report) -> str:
+    """One row per (claim, dataset): the comparison at full precision and the claim's verdict."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["claim", "text", "source", "expect", "metric", "higher_is_better", "policy", "baseline",
+                     "reference", "dataset", "n_pairs", "policy_mean", "baseline_mean", "delta", "delta_ci_low",
+                     "delta_ci_high", "p_value", "p_holm", "dataset_verdict", "verdict", "reason"])
+    for result in report.claims:
+        spec = result.spec
+        for r in result.results:
+            c = r.comparison
+            writer.writerow([spec.id, spec.text, spec.source, spec.expect, result.metric, result.higher_is_better,
+                             spec.policy, spec.baseline, spec.reference or "", r.dataset, c.n_pairs,
+                             _num(r.policy_mean), _num(r.baseline_mean), _num(c.delta), _num(c.delta_ci_low),
+                             _num(c.delta_ci_high), _num(c.p_value), _num(c.p_holm), c.verdict, result.verdict,
+                             result.reason])
+    return buf.getvalue()
+
+
+def _html_claims(report: Report) -> list[str]:
+    esc = html.escape
+    parts = ["<h2>Claims</h2>", "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in CLAIM_HEADER)
+             + "</tr></thead><tbody>"]
+    for result in report.claims:
+        css = {"reproduced": "better", "not reproduced": "worse"}.get(result.verdict, "ns")
+        for row in claim_rows(result):
+            cells = "".join(f"<td>{esc(c)}</td>" for c in row[:-1])
+            parts.append(f"<tr>{cells}<td class=\"{css}\">{esc(row[-1])}</td></tr>")
+    parts.append("</tbody></table><ul>")
+    parts += [f"<li><b>{esc(r.spec.id)}</b>: {esc(r.verdict)}: {esc(r.reason)}</li>" for r in report.claims]
+    return parts + ["</ul>"]
+
+
 def render_markdown(report: Report, command: str | None = None, image: str | None = None,
                     cd_image: str | None = None, level: int = 2) -> str:
     """Markdown: title at heading ``level``, explanations, command, charts, one table per panel,
@@ -296,6 +366,8 @@ def render_markdown(report: Report, command: str | None = None, image: str | Non
     if report.superseded:
         lines += ["", (f"{report.superseded} older run(s) were replaced by a later run of the "
                        "same seed and are not counted.")]
+    if report.claims:
+        lines += _md_claims(report, h2)
     if image:
         lines += ["", f"![{_md(report.suite)} leaderboard]({image})"]
     for panel in report.panels:
@@ -442,6 +514,8 @@ def render_html(report: Report, png: bytes | None = None, cd_png: bytes | None =
     if report.superseded:
         parts.append(f"<p>{report.superseded} older run(s) were replaced by a later run of the "
                      "same seed and are not counted.</p>")
+    if report.claims:
+        parts += _html_claims(report)
     if png:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img alt="{esc(report.suite)} leaderboard chart" src="data:image/png;base64,{data}">')

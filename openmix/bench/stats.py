@@ -190,8 +190,10 @@ def holm_matched_confidence(p_value: float, p_holm: float, alpha: float = ALPHA)
     return 1.0 - alpha * p_value / p_holm
 
 
-def _verdict(test: PairedTest, p_holm: float, higher_is_better: bool, alpha: float
-             ) -> tuple[float, float, float, str, str]:
+def decide(test: PairedTest, p_holm: float, higher_is_better: bool, alpha: float = ALPHA
+           ) -> tuple[float, float, float, str, str]:
+    """(interval low, high, its confidence, verdict, reason) of a tested comparison: the t-interval
+    at the Holm-matched level, and the verdict read from it in the metric's direction."""
     level = holm_matched_confidence(test.p_value, p_holm, alpha)
     half = 0.0 if test.std == 0 else (
         t_quantile(level, test.n_pairs - 1) * test.std / math.sqrt(test.n_pairs))
@@ -232,7 +234,7 @@ def compare_to_baseline(
         if not math.isfinite(test.p_value):
             out[policy] = _untested(policy, baseline, test, pi)
             continue
-        low, high, level, verdict, reason = _verdict(test, float(p_holm), higher_is_better, alpha)
+        low, high, level, verdict, reason = decide(test, float(p_holm), higher_is_better, alpha)
         out[policy] = Comparison(policy, baseline, test.seeds, test.delta, low, high, level,
                                  test.p_value, float(p_holm), verdict, reason, pi)
     return out

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from ..batch import MixedBatch
-from ..checks import check_choice, check_input, check_labels, check_non_negative, check_probability
+from ..checks import check_choice, check_input, check_labels, check_layout, check_non_negative, check_probability
 from ..pairing import build_pairing
 from ..registry import Registry
 from ..schedules import as_schedule
@@ -97,6 +97,20 @@ class MixPolicy:
     def state_dict(self) -> Dict[str, Any]:
         return {"generator": self.generator.get_state(), "epoch": self.epoch}
 
+    # pickling (spawned DataLoader workers, copies): the generator travels as its state bytes
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        generator = state.pop("generator")
+        state["generator_state"] = (str(generator.device), generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        device, raw = state.pop("generator_state")
+        state["generator"] = torch.Generator(device=device)
+        state["generator"].set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+        self.__dict__.update(state)
+
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.set_epoch(state["epoch"])
@@ -147,6 +161,8 @@ class MixPolicy:
                  **context: Any) -> MixedBatch:
         """x: (B, C, *spatial) float; y: (B,) class indices, (B, K) soft labels or float targets."""
         check_input(x, "x", *self.spatial_dims)
+        if self.needs == "input":
+            check_layout(x)          # warns on channels-last, grayscale (B, H, W), a single (C, H, W)
         check_labels(y, x.shape[0], "y")
         self.check_context(x, context)
         if generator is not None and not isinstance(generator, torch.Generator):
