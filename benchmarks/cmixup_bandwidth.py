@@ -43,7 +43,7 @@ def main() -> None:
     for sigma in args.sigmas:
         methods[f"cmixup sigma={sigma:g}"] = (lambda s=sigma: openmix.build_policy(
             "mixup", alpha=2.0, pairing={"name": "cmixup", "sigma": s}))
-    runs = [(single_index_task(1.0, seed), make()) for make in methods.values() for seed in range(args.seeds)]
+    runs = [(seed, single_index_task(1.0, seed), make()) for make in methods.values() for seed in range(args.seeds)]
     start = time.perf_counter()
     rmse = relative_test_rmse(runs).view(len(methods), args.seeds)
     seconds = time.perf_counter() - start

@@ -249,8 +249,8 @@ def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split
     return _regression_bundle("sine1d", xtr, ytr, xte, yte, "mlp")
 
 
-def single_index_arrays(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.5,
-                        nuisance_dims: int = 16, noise: float = 0.1, curvature: float = 3.0, seed: int = 0):
+def single_index_arrays(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.6,
+                        nuisance_dims: int = 8, noise: float = 0.1, curvature: float = 3.0, seed: int = 0):
     """The raw ``single_index`` task: (x_train (N, dim), y_train (N,), x_test (M, dim), y_test (M,)).
 
     A latent s ~ U(0, 1) sets the label y = exp(curvature * s) (monotone, convex) and the input
@@ -272,8 +272,8 @@ def single_index_arrays(num_train: int = 96, num_test: int = 1024, dim: int = 32
 
 
 @register_dataset("single_index", "regression")
-def _single_index(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.5,
-                  nuisance_dims: int = 16, noise: float = 0.1, curvature: float = 3.0, split_seed: int = 0) -> DataBundle:
+def _single_index(num_train: int = 96, num_test: int = 1024, dim: int = 32, nuisance: float = 0.6,
+                  nuisance_dims: int = 8, noise: float = 0.1, curvature: float = 3.0, split_seed: int = 0) -> DataBundle:
     """Synthetic single-index regression where C-Mixup's assumption holds (``single_index_arrays``):
     y = exp(3 s) for a latent s ~ U(0, 1) read along one direction of a 32-dim input that also
     carries a 16-dim Gaussian nuisance (std 0.5) and isotropic noise (std 0.1). x: (1, dim);
