@@ -32,7 +32,8 @@ import pytest
 import torch
 
 import openmix
-from openmix.pairing.kernel import DEFAULT_SIGMA
+from openmix.data import KernelPartnerSampler
+from openmix.pairing.kernel import DEFAULT_SIGMA, KernelPairing, label_spread
 from openmix.train.datasets import single_index_arrays
 
 SCALES = (0.02, 1.0, 50.0)
@@ -134,6 +135,66 @@ def results() -> dict:
     for (method, i, j), value in zip(keys, rmse.tolist()):
         out[method][i, j] = value
     return out
+
+
+def test_label_spread_hand_cases():
+    y = torch.tensor([1.0, 2.0, 3.0, 6.0])                                   # mean 3, population var 3.5
+    assert label_spread(y).item() == pytest.approx(math.sqrt(3.5))
+    y2 = torch.tensor([[0.0, 0.0], [2.0, 4.0]])                               # vars 1 and 4
+    assert label_spread(y2).item() == pytest.approx(math.sqrt(5.0))
+    assert label_spread(torch.tensor([3, 1, 2])).item() == 1.0               # class indices: one-hot spread
+    assert label_spread(torch.full((5,), 7.0)).item() == 1.0                 # no spread: every partner as near
+    assert label_spread(torch.tensor([4.0])).item() == 1.0
+    bandwidth = KernelPairing().bandwidth(y)
+    assert isinstance(bandwidth, torch.Tensor) and bandwidth.device == y.device   # no host sync
+    assert bandwidth.item() == pytest.approx(DEFAULT_SIGMA * math.sqrt(3.5))
+
+
+@pytest.mark.parametrize("shape", [(64,), (64, 3)])
+def test_relative_partners_do_not_depend_on_label_units(shape):
+    y = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3 + 5
+    pairing = openmix.build_pairing("cmixup")
+
+    def draw(labels):
+        return pairing(64, torch.Generator().manual_seed(2), y=labels)
+
+    reference = draw(y)
+    for scale in (2.0 ** -6, 2.0 ** 10):                                     # exact in floating point
+        assert torch.equal(draw(y * scale), reference)
+    assert torch.equal(draw(y - 5), reference)                                # and shifts do not matter
+    assert (draw(y * 50) == reference).float().mean() > 0.95                 # rounding may move a rare tie
+    with pytest.warns(UserWarning, match="becomes plain mixup"):              # raw units: another pairing
+        assert not torch.equal(openmix.build_pairing("cmixup", sigma=1.0, sigma_units="raw")(
+            64, torch.Generator().manual_seed(2), y=y * 2 ** -6), reference)
+
+
+def test_relative_bandwidth_follows_the_kernel_of_sigma_times_std():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    y = torch.tensor([0.0, 0.5, 1.0, 1.2, 3.0, 4.0]) * 40
+    bandwidth = DEFAULT_SIGMA * y.double().std(correction=0) * 2.5            # sigma=0.5: 2.5 x the default
+    pairing = openmix.build_pairing("cmixup", sigma=DEFAULT_SIGMA * 2.5)
+    g = torch.Generator().manual_seed(0)
+    batch = y.repeat(50)                          # each label 50 times: same spread, 300 rows
+    counts = torch.zeros(6, 6)
+    for _ in range(20):                           # 1000 draws per label, grouped by partner label
+        index = pairing(batch.shape[0], g, y=batch)
+        counts.index_put_((torch.arange(batch.shape[0]) % 6, index % 6), torch.ones(batch.shape[0]), accumulate=True)
+    for i in range(6):
+        w = torch.exp(-(y[i] - y).double() ** 2 / (2 * bandwidth ** 2))
+        expected = w / w.sum() * counts[i].sum()
+        keep = expected > 5
+        observed = counts[i][keep].double()
+        p = scipy_stats.chisquare(observed.numpy(), (expected[keep] * observed.sum() / expected[keep].sum()).numpy()).pvalue
+        assert p > 1e-3, (i, counts[i], expected)
+
+
+def test_whole_dataset_partners_use_the_spread_of_all_labels():
+    y = torch.randn(301, generator=torch.Generator().manual_seed(3))
+    streams = [KernelPartnerSampler(y * scale, batch_size=10, seed=0).indices() for scale in (1.0, 2.0 ** 7)]
+    assert streams[0] == streams[1]
+    pairing = KernelPairing(labels=y * 100)
+    pairing.sample_epoch(torch.Generator().manual_seed(0))
+    assert pairing._epoch_bandwidth == pytest.approx(DEFAULT_SIGMA * 100 * y.double().std(correction=0).item())
 
 
 def test_default_is_relative_through_the_public_api():
