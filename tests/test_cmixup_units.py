@@ -111,7 +111,7 @@ METHODS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def results() -> dict:
     """Relative test RMSE per method, (len(SCALES), len(SEEDS)); the raw-bandwidth C-Mixup runs
     at the smallest scale only (nan elsewhere)."""

@@ -51,10 +51,10 @@ def test_label_pairing_is_input_pairing_on_single_index_but_not_on_sine1d():
 
 
 def test_star98_matches_statsmodels():
+    star98 = pytest.importorskip("statsmodels.datasets.star98")          # the bench extra installs it
     bundle = build_dataset("star98", test_fraction=0.2, split_seed=0)
     assert (len(bundle.train) + len(bundle.test), bundle.input_shape) == (303, (1, 12))
     targets = torch.cat([bundle.train.y, bundle.test.y]) * bundle.target_std + bundle.target_mean
-    star98 = pytest.importorskip("statsmodels.datasets.star98")
     endog = star98.load_pandas().endog                        # successes and failures
     expected = torch.tensor((100 * endog["NABOVE"] / (endog["NABOVE"] + endog["NBELOW"])).to_numpy(),
                             dtype=torch.float32)
