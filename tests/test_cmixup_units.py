@@ -243,3 +243,17 @@ def test_raw_bandwidth_far_from_the_label_spread_warns_once(sigma, words):
         pairing(64, torch.Generator(), y=y * 1000)                       # once per pairing
         openmix.build_pairing("cmixup", sigma=1.0, sigma_units="raw")(64, torch.Generator(), y=y)
         openmix.build_pairing("cmixup", sigma=sigma)(64, torch.Generator(), y=y)   # relative: no warning
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_relative_bandwidth_needs_no_host_sync_on_cuda():
+    y = torch.randn(256, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    pairing = openmix.build_pairing("cmixup")
+    pairing(256, g, y=y)                                  # warm-up: first-call allocations may sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        index = pairing(256, g, y=y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert index.device.type == "cuda" and index.shape == (256,)
