@@ -1,21 +1,87 @@
 """Linear interpolation of each row with its partner."""
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import torch
+
+# uint8 rows blended per step: their float32 copies stay in a core's L2 cache, so the uint8 path
+# never holds a float copy of the batch (float inputs are blended whole: measured as fast)
+CHUNK_BYTES = 256 * 1024
 
 
 def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
-                       inplace: bool = False) -> torch.Tensor:
+                       inplace: bool = False, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``weight * x + (1 - weight) * x[index]``.
 
-    x: (B, C, *spatial); index: (B,) long; weight: broadcastable to x, e.g. (B, 1, ..., 1) for
-    one λ per row or a (B, 1, *spatial) mask. Weights of exactly 0 and 1 give exactly the partner
-    and the row itself (``torch.lerp`` computes from the nearer end).
+    x: (B, C, *spatial); index: (B,) long; weight: broadcastable to x with x's number of dims,
+    e.g. (B, 1, ..., 1) for one λ per row, a (B, 1, *spatial) mask or a (1, 1, *spatial) mask
+    shared by all rows. Weights of exactly 0 and 1 give exactly the partner and the row itself
+    (``torch.lerp`` computes from the nearer end).
+
+    ``inplace=True`` writes into x; ``out`` (x's shape and dtype, not overlapping x) receives the
+    result without any batch-sized allocation. The result keeps x's memory format
+    (``channels_last`` stays ``channels_last``). uint8 inputs are blended in float32 and
+    rounded (``MixCollate``'s rounding), row block by row block.
     """
-    partner = x.index_select(0, index)
-    weight = weight.to(x.dtype)
     if inplace:
-        return x.lerp_(partner, 1.0 - weight)
-    # the partner copy becomes the output: one batch-sized allocation per call instead of two,
-    # which also keeps glibc from trimming and re-faulting the heap on every call
-    return partner.lerp_(x, weight)
+        partner = x.index_select(0, index)
+        if not x.is_floating_point():
+            return x.copy_(_blend_float(partner, x, weight))
+        return x.lerp_(partner, 1.0 - weight.to(x.dtype))
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    order = None if needs_grad else batch_major_order(x)
+    if order is None or weight.ndim != x.ndim:
+        result = _blend_plain(x, index, weight)
+        return result if out is None else out.copy_(result)
+    xv, wv = x.permute(order), weight.permute(order)
+    if out is not None and not out.permute(order).is_contiguous():     # an out buffer in another layout
+        return out.copy_(_blend_plain(x, index, weight))
+    if not x.is_floating_point():
+        out = torch.empty_like(x) if out is None else out              # same strides as x (dense)
+        _blend_rows_in_blocks(xv, index, wv, out.permute(order))
+        return out
+    inverse = sorted(range(x.ndim), key=lambda d: order[d])
+    if out is None:      # the partner copy, made in x's layout, becomes the output
+        return xv.index_select(0, index).lerp_(xv, wv.to(x.dtype)).permute(inverse)
+    torch.index_select(xv, 0, index, out=out.permute(order))
+    return out.lerp_(x, weight.to(x.dtype))
+
+
+def _blend_plain(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The whole-batch form (autograd-safe): the partner copy becomes the output."""
+    partner = x.index_select(0, index)
+    if not x.is_floating_point():
+        return _blend_float(partner, x, weight)
+    return partner.lerp_(x, weight.to(x.dtype))
+
+
+def _blend_float(partner: torch.Tensor, own: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Integer images: blended in float32, rounded, clamped to the type's range, cast back."""
+    info = torch.iinfo(own.dtype)
+    mixed = partner.float().lerp_(own.float(), weight.float())
+    return mixed.round_().clamp_(info.min, info.max).to(own.dtype)
+
+
+def _blend_rows_in_blocks(xv: torch.Tensor, index: torch.Tensor, wv: torch.Tensor, ov: torch.Tensor) -> None:
+    """Integer images: ov[i] = round(lerp(xv[index[i]], xv[i], wv[i])) a block of rows at a time.
+    xv, ov: contiguous, batch first."""
+    batch = xv.shape[0]
+    rows = max(1, min(batch, CHUNK_BYTES // max(1, 4 * xv[0].numel())))
+    per_row = wv.shape[0] != 1
+    for start in range(0, batch, rows):
+        stop = min(batch, start + rows)
+        w = wv[start:stop] if per_row else wv
+        ov[start:stop] = _blend_float(xv.index_select(0, index[start:stop]), xv[start:stop], w)
+
+
+def batch_major_order(x: torch.Tensor) -> Optional[Sequence[int]]:
+    """A dim order, batch first, in which x is contiguous (``(0, 2, 3, 1)`` for channels_last),
+    or None where there is none (an overlapping or strided view)."""
+    if x.ndim == 0:
+        return None
+    if x.is_contiguous():
+        return tuple(range(x.ndim))
+    rest = sorted(range(1, x.ndim), key=lambda d: (-x.stride(d), d))
+    order = (0,) + tuple(rest)
+    return order if x.permute(order).is_contiguous() else None
