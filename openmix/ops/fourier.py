@@ -1,6 +1,7 @@
 """FMix's low-frequency images and exact top-k binarisation."""
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -19,15 +20,23 @@ def frequency_radius(spatial: Sequence[int], device=None) -> torch.Tensor:
     return torch.sqrt(sum(g * g for g in grids))
 
 
+@functools.lru_cache(maxsize=32)
+def _spectrum_scale(spatial: tuple, decay_power: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    radius = frequency_radius(spatial, device=device)
+    return radius.clamp(min=1.0 / max(spatial)).pow(-decay_power).to(dtype)
+
+
 def low_frequency_image(noise: torch.Tensor, spatial: Sequence[int], decay_power: float) -> torch.Tensor:
     """A random low-frequency image per row (FMix, Harris et al. 2020).
 
     noise: (B, *rfft_shape(spatial), 2) standard normal (real and imaginary parts);
     returns (B, *spatial) real. Each frequency f is scaled by ``1 / max(f, 1/max(spatial)) ** decay_power``.
     """
-    radius = frequency_radius(spatial, device=noise.device)
-    scale = radius.clamp(min=1.0 / max(spatial)).pow(-decay_power).to(noise.dtype)
-    spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
+    scale = _spectrum_scale(tuple(spatial), float(decay_power), noise.dtype, noise.device)
+    if noise.stride(-1) == 1 and noise.is_contiguous():
+        spectrum = torch.view_as_complex(noise) * scale          # no copy of the noise
+    else:
+        spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
     dims = tuple(range(1, 1 + len(spatial)))
     return torch.fft.irfftn(spectrum, s=tuple(spatial), dim=dims)
 
@@ -58,8 +67,10 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     threshold_bin = (bins - 1 - first).to(torch.int32)        # the bin holding the k-th largest
     mask = bin_of > threshold_bin
     in_bin = bin_of == threshold_bin
-    need = k - mask.sum(dim=1)                                # how many to take from that bin
-    size = in_bin.sum(dim=1)
+    # counts from the histogram (a sum over the bool masks costs more than building them)
+    above = torch.where(first > 0, from_top.gather(1, (first - 1).clamp_(min=0)), 0).squeeze(1)
+    need = k - above                                          # how many to take from that bin
+    size = counts.gather(1, threshold_bin.long()).squeeze(1)
     candidates = values[in_bin]                               # row-major: grouped by row
     rows = torch.repeat_interleave(torch.arange(batch), size)
     by_value = torch.argsort(candidates, descending=True, stable=True)

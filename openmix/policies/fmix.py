@@ -21,6 +21,8 @@ class FMix(MixPolicy):
     """
 
     uses_mask = True
+    supports_out = True
+    supports_uint8 = True
     spatial_dims = (1, 3)
 
     def __init__(self, alpha=1.0, decay_power: float = 3.0, max_soft: float = 0.0, **kwargs):
@@ -33,10 +35,10 @@ class FMix(MixPolicy):
         draws = 1 if self.mode == "batch" else shape[0]
         g = dict(generator=generator, device=generator.device)
         params["noise"] = torch.randn((draws,) + rfft_shape(shape[2:]) + (2,), **g)
-        params["round_up"] = (torch.rand(shape[0], **g) < 0.5)[params["rows"]]
+        params["round_up"] = self.by_row(torch.rand(shape[0], **g) < 0.5, params["rows"])
         return params
 
-    def apply(self, x, params, **context):
+    def apply(self, x, params, out=None, **context):
         batch, spatial = x.shape[0], tuple(x.shape[2:])
         n = math.prod(spatial)
         if self.mode == "batch":   # one mask for the whole batch
@@ -52,9 +54,10 @@ class FMix(MixPolicy):
             soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
         image = low_frequency_image(noise, spatial, self.decay_power)
         mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
-        mask = mask.view(-1, 1, *spatial).to(x.dtype).expand(batch, 1, *spatial)
+        mask_dtype = x.dtype if x.is_floating_point() else torch.float32
+        mask = mask.view(-1, 1, *spatial).to(mask_dtype).expand(batch, 1, *spatial)
         lam = (k.to(torch.float64) / n).expand(batch)     # every mask row sums to exactly k
-        return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
+        return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def extra_repr(self):
         return f"decay_power={self.decay_power}, max_soft={self.max_soft}"
