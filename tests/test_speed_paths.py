@@ -57,11 +57,26 @@ def call_and_params(policy, x, y, seed=9):
     return mb, params
 
 
+@pytest.fixture(params=["batched", "row by row"])
+def cpu_path(request, monkeypatch):
+    """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
+    at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
+    from openmix.ops import paste
+    from openmix.policies import cutmix
+    if request.param == "row by row":
+        monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
+        monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", ["mixup", "cutmix", "resizemix"])
-@pytest.mark.parametrize("shape", [(9, 3, 17, 12), (6, 2, 21)])
-def test_policy_equals_the_row_by_row_reference(name, mode, shape):
+@pytest.mark.parametrize("shape, layout", [((9, 3, 17, 12), "contiguous"), ((9, 3, 17, 12), "channels_last"),
+                                           ((6, 2, 21), "contiguous")])
+def test_policy_equals_the_row_by_row_reference(name, mode, shape, layout, cpu_path):
     x, y = images(shape)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
     policy = openmix.build_policy(name, mode=mode)
     mb, params = call_and_params(policy, x, y)
     expected = reference(policy, x, params)
@@ -74,7 +89,7 @@ def test_policy_equals_the_row_by_row_reference(name, mode, shape):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("placement", ["inside", "clip"])
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
-def test_resizemix_patches_are_exactly_f_interpolate(mode, placement, interpolation):
+def test_resizemix_patches_are_exactly_f_interpolate(mode, placement, interpolation, cpu_path):
     x, y = images((12, 3, 23, 19), seed=2)
     policy = openmix.build_policy("resizemix", mode=mode, placement=placement, interpolation=interpolation)
     mb, params = call_and_params(policy, x, y, seed=4)
@@ -101,7 +116,7 @@ def test_nearest_source_is_what_f_interpolate_reads(n_in, n_out):
 # ---- the fast paths give the default path's result -------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", POLICIES)
-def test_out_inplace_and_channels_last_equal_the_default_call(name, mode):
+def test_out_inplace_and_channels_last_equal_the_default_call(name, mode, cpu_path):
     x, y = images((10, 3, 16, 13), seed=1)
     policy = openmix.build_policy(name, mode=mode)
     g = lambda: torch.Generator().manual_seed(3)        # noqa: E731
@@ -124,7 +139,7 @@ def test_out_inplace_and_channels_last_equal_the_default_call(name, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", POLICIES)
-def test_mix_uint8_is_the_float_mix_rounded(name, mode):
+def test_mix_uint8_is_the_float_mix_rounded(name, mode, cpu_path):
     x8 = torch.randint(0, 256, (12, 3, 15, 11), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(12) % 4
     policy = openmix.build_policy(name, mode=mode, **({"interpolation": "bilinear"} if name == "resizemix" else {}))

@@ -1,8 +1,11 @@
 """ResizeMix's resize-and-paste."""
 from __future__ import annotations
 
+import functools
+import math
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,8 +21,9 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     """Paste each row's whole partner, resized to ``size``, at ``offset``.
 
     ``interpolation`` is ``F.interpolate``'s ``"nearest"`` or ``"bilinear"`` (align_corners=False).
-    On the CPU every patch is exactly ``F.interpolate`` of the partner (rows grouped by patch
-    size); elsewhere the per-row path samples it with ``grid_sample`` (no host sync).
+    On the CPU every patch is exactly ``F.interpolate`` of the partner (small nearest rows: one
+    gather for the whole batch; otherwise row by row); elsewhere the per-row path samples it
+    with ``grid_sample`` (no host sync).
 
     x: (B, C, L) or (B, C, H, W), float or uint8 (resized in float32, rounded); index: (B,) long;
     size, offset: (B, d) long with ``offset + size <= spatial`` and ``size >= 0``.
@@ -37,54 +41,120 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         mask = box_mask(offset, offset + size, spatial, mask_dtype)
     if not shared and x.device.type != "cpu":
         return _paste_sampled(x, index, size, offset, mask, inplace, interpolation, out), mask
-    rows = torch.arange(x.shape[0], device=x.device)
-    groups = [(rows, size[0].tolist(), offset[:1])] if shared else _groups_by_size(size, offset)
-    patches = [(r, box, at, _resized(x, index[r], box, interpolation))          # before any write
-               for r, box, at in groups if min(box) > 0]
+    flat = _flat_spatial(x)
+    if interpolation == "nearest" and flat is not None and not shared and x[0].numel() <= PADDED_MAX_ROW:
+        scattered = _gather_nearest(x, flat, index, size, offset)               # read before any write
+        result = x if inplace else (x.clone() if out is None else out.copy_(x))
+        if scattered is not None:
+            _flat_spatial(result)[0].scatter_(flat[1], *scattered)
+        return result, mask
+    pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
     result = x if inplace else (x.clone() if out is None else out.copy_(x))
-    for r, box, at, patch in patches:
-        if shared:
-            region = (slice(None), slice(None)) + tuple(slice(s, s + b) for s, b in zip(at[0].tolist(), box))
-            result[region] = patch
-        else:
-            _paste_rows(result, r, at, patch)
+    for row, at, box, patch in pastes:
+        result[(row, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))] = patch
     return result, mask
 
 
-def _groups_by_size(size: torch.Tensor, offset: torch.Tensor) -> List[tuple]:
-    """[(rows (n,), box as a list, offsets (n, d))] for each distinct patch size."""
-    key = size[:, 0].clone()
-    for k in range(1, size.shape[1]):
-        key = key * (int(size[:, k].max()) + 1) + size[:, k]
-    sorted_key, order = torch.sort(key, stable=True)
-    counts = torch.unique_consecutive(sorted_key, return_counts=True)[1].tolist()
-    starts = [0]
-    for c in counts[:-1]:
-        starts.append(starts[-1] + c)
-    boxes = size[order[starts]].tolist()
-    return [(order[s:s + c], box, offset[order[s:s + c]]) for s, c, box in zip(starts, counts, boxes)]
+# per-row boxes on rows up to this many elements are pasted with one gather and one scatter for
+# the whole batch; larger rows one by one (the padded index would outweigh the per-row calls)
+PADDED_MAX_ROW = 3 * 64 * 64
 
 
-def nearest_source(n_in: int, n_out: int, device=None) -> torch.Tensor:
-    """(n_out,) long: the input index ``F.interpolate(mode="nearest")`` reads for each output index
-    (PyTorch's rule: ``min(floor(i * float32(n_in / n_out)), n_in - 1)`` in float32)."""
-    scale = torch.tensor(float(n_in), dtype=torch.float32, device=device) / n_out
-    src = torch.floor(torch.arange(n_out, dtype=torch.float32, device=device) * scale).long()
-    return src.clamp_(max=n_in - 1)
+def _patches(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, shared: bool,
+             interpolation: str) -> list:
+    """[(row or all rows, offset, box, patch (B, C, *box) or (C, *box))] for slice copies."""
+    if shared:
+        if min(boxes[0]) <= 0:
+            return []
+        return [(slice(None), offsets[0], boxes[0], _resized(x, boxes[0], interpolation).index_select(0, index))]
+    partners = index.tolist()
+    return [(i, at, box, _resized(x[j:j + 1], box, interpolation)[0])
+            for i, (j, box, at) in enumerate(zip(partners, boxes, offsets)) if min(box) > 0]
 
 
-def _resized(x: torch.Tensor, partners: torch.Tensor, box: List[int], interpolation: str) -> torch.Tensor:
-    """(n, C, *box): ``F.interpolate`` of the rows ``partners`` of x to ``box``."""
-    if interpolation == "nearest":      # a gather of the pixels nearest reads: no full-size copy
-        picks = [partners.view(-1, *([1] * len(box)))]
+def nearest_source(n_in: int, n_out, device=None) -> torch.Tensor:
+    """The input index ``F.interpolate(mode="nearest")`` reads for each output index, PyTorch's rule
+    ``min(floor(i * (float32(n_in) / n_out)), n_in - 1)`` computed in float32. ``n_out``: an int,
+    giving (n_out,) long, or (R, 1) long sizes, giving (R, max size) (positions past a row's own
+    size repeat its last one)."""
+    one = isinstance(n_out, int)
+    if one:
+        n_out = torch.tensor([[n_out]], device=device)
+    positions = torch.arange(int(n_out.max()), device=n_out.device).unsqueeze(0)
+    positions = torch.minimum(positions, n_out - 1)
+    scale = torch.tensor(float(n_in), dtype=torch.float32, device=n_out.device) / n_out.float()
+    src = torch.floor(positions.float() * scale).long().clamp_(max=n_in - 1)
+    return src[0] if one else src
+
+
+@functools.lru_cache(maxsize=1024)
+def _nearest_picks(spatial: tuple, box: tuple) -> torch.Tensor:
+    """(prod(box),) long: flat positions in an image of size ``spatial`` that nearest reads for
+    the resized ``box``, row-major (the same float32 rule as ``nearest_source``, in numpy)."""
+    picks = np.zeros((), dtype=np.int64)
+    for k, (n_in, n_out) in enumerate(zip(spatial, box)):
+        scale = np.float32(n_in) / np.float32(n_out)
+        src = np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64), n_in - 1)
+        picks = picks[..., None] + src * math.prod(spatial[k + 1:])
+    return torch.from_numpy(np.ascontiguousarray(picks).reshape(-1))
+
+
+def _flat_spatial(x: torch.Tensor):
+    """(view, dim): x as (B, C, N) with dim 2, or channels_last x as (B, N, C) with dim 1, where N
+    is the flattened spatial size; None for other layouts."""
+    batch, channels = x.shape[:2]
+    if x.is_contiguous():
+        return x.view(batch, channels, -1), 2
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(batch, -1, channels), 1
+    return None
+
+
+def _gather_nearest(x: torch.Tensor, flat: tuple, index: torch.Tensor, size: torch.Tensor,
+                    offset: torch.Tensor):
+    """(target, values) for ``scatter_`` on the flattened result: every row's partner resized by
+    nearest and placed at its offset. Boxes are padded to the largest; a padded position repeats
+    the row's last one, so duplicate targets get the same value. Rows with an empty box copy
+    their own first pixel onto itself. None when no row pastes anything."""
+    view, dim = flat
+    spatial = x.shape[2:]
+    empty = (size <= 0).any(dim=1)
+    if bool(empty.all()):
+        return None
+    rows = torch.arange(x.shape[0], device=x.device)
+    size, offset = size.clamp(min=1), torch.where(empty.unsqueeze(1), 0, offset)
+    source_row = torch.where(empty, rows, index)
+    source = target = torch.zeros((), dtype=torch.long, device=x.device)
+    for k, n in enumerate(spatial):
+        stride = math.prod(spatial[k + 1:])
+        src = nearest_source(n, size[:, k:k + 1], x.device).masked_fill_(empty.unsqueeze(1), 0)   # (B, m)
+        dst = torch.minimum(torch.arange(src.shape[1], device=x.device).unsqueeze(0), size[:, k:k + 1] - 1)
+        dst = dst.add_(offset[:, k:k + 1]).masked_fill_(empty.unsqueeze(1), 0)
+        source = source.unsqueeze(-1) + src.view(src.shape[0], *([1] * k), -1) * stride
+        target = target.unsqueeze(-1) + dst.view(dst.shape[0], *([1] * k), -1) * stride
+    source, target = source.flatten(1), target.flatten(1)                       # (B, T)
+    shape = (x.shape[0], x.shape[1], source.shape[1]) if dim == 2 else (x.shape[0], source.shape[1], x.shape[1])
+    pick = (lambda t: t.unsqueeze(1).expand(shape)) if dim == 2 else (lambda t: t.unsqueeze(2).expand(shape))
+    values = torch.gather(view.index_select(0, source_row), dim, pick(source))
+    return pick(target), values
+
+
+def _resized(x: torch.Tensor, box: List[int], interpolation: str) -> torch.Tensor:
+    """(n, C, *box): ``F.interpolate`` of every row of x (n, C, *spatial) to ``box``; uint8 is
+    resized in float32 and rounded."""
+    flat = _flat_spatial(x)
+    if interpolation == "nearest" and flat is not None:     # one gather of the pixels nearest reads
+        view, dim = flat
+        picks = _nearest_picks(tuple(x.shape[2:]), tuple(box))
+        if dim == 2:       # a 2-D index_select along dim 1 has a fast kernel (3-D does not)
+            return view.reshape(-1, view.shape[2]).index_select(1, picks).view(*x.shape[:2], *box)
+        small = torch.gather(view, 1, picks.view(1, -1, 1).expand(view.shape[0], -1, view.shape[2]))
+        return small.view(x.shape[0], *box, x.shape[1]).movedim(-1, 1)
+    if interpolation == "nearest":
         for k, (n_in, n_out) in enumerate(zip(x.shape[2:], box)):
-            shape = [1] * (1 + len(box))
-            shape[1 + k] = n_out
-            picks.append(nearest_source(n_in, n_out, x.device).view(shape))
-        patch = x[(picks[0], slice(None), *picks[1:])]                      # (n, *box, C)
-        return patch.movedim(-1, 1)
-    source = x.index_select(0, partners)
-    source = source if source.is_floating_point() else source.float()
+            x = x.index_select(2 + k, nearest_source(n_in, n_out, x.device))
+        return x
+    source = x if x.is_floating_point() else x.float()
     one_d = source.ndim == 3
     small = F.interpolate(source.unsqueeze(2) if one_d else source, size=([1] + box) if one_d else box,
                           mode="bilinear", align_corners=False)
@@ -92,18 +162,6 @@ def _resized(x: torch.Tensor, partners: torch.Tensor, box: List[int], interpolat
     if not x.is_floating_point():
         small = small.round_().clamp_(0, 255).to(x.dtype)
     return small
-
-
-def _paste_rows(result: torch.Tensor, rows: torch.Tensor, at: torch.Tensor, patch: torch.Tensor) -> None:
-    """result[rows[i], :, at[i] + box grid] = patch[i] for n rows at once; patch: (n, C, *box)."""
-    box = patch.shape[2:]
-    d = len(box)
-    where = [rows.view(-1, *([1] * d))]
-    for k, b in enumerate(box):
-        shape = [1] * (1 + d)
-        shape[1 + k] = b
-        where.append(at[:, k].view(-1, *([1] * d)) + torch.arange(b, device=result.device).view(shape))
-    result[(where[0], slice(None), *where[1:])] = patch.movedim(1, -1)      # (n, *box, C)
 
 
 def _paste_sampled(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
