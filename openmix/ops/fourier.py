@@ -56,10 +56,10 @@ def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     batch, n = values.shape
     bins = min(4096, max(16, n // 16))       # about 16 values per bin on average
-    low = values.amin(dim=1, keepdim=True)
-    span = (values.amax(dim=1, keepdim=True) - low).clamp(min=torch.finfo(values.dtype).tiny)
+    low = values.amin(dim=1, keepdim=True)       # (amin and amax beat aminmax on the CPU)
+    span = (values.amax(dim=1, keepdim=True) - low).clamp_(min=torch.finfo(values.dtype).tiny)
     # monotone in the value, so every value in a higher bin is larger
-    bin_of = ((values - low) * ((bins - 1e-3) / span)).to(torch.int32).clamp_(0, bins - 1)
+    bin_of = (values - low).mul_((bins - 1e-3) / span).to(torch.int32).clamp_(0, bins - 1)
     offset = (torch.arange(batch, dtype=torch.int32) * bins).unsqueeze(1)
     counts = torch.bincount((bin_of + offset).view(-1), minlength=batch * bins).view(batch, bins)
     from_top = counts.flip(1).cumsum(1)                       # values in the top j+1 bins
@@ -71,7 +71,8 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     above = torch.where(first > 0, from_top.gather(1, (first - 1).clamp_(min=0)), 0).squeeze(1)
     need = k - above                                          # how many to take from that bin
     size = counts.gather(1, threshold_bin.long()).squeeze(1)
-    candidates = values[in_bin]                               # row-major: grouped by row
+    where = in_bin.view(-1).nonzero().squeeze(1)              # row-major: grouped by row
+    candidates = values.view(-1).index_select(0, where)
     rows = torch.repeat_interleave(torch.arange(batch), size)
     by_value = torch.argsort(candidates, descending=True, stable=True)
     order = by_value[torch.argsort(rows[by_value], stable=True)]   # by row, then by value
@@ -79,7 +80,7 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     rank = torch.arange(candidates.numel()) - (torch.cumsum(size, 0) - size)[sorted_rows]
     chosen = torch.empty(candidates.numel(), dtype=torch.bool)
     chosen[order] = rank < need[sorted_rows]
-    mask[in_bin] = chosen
+    mask.view(-1).index_put_((where,), chosen)
     return mask.to(values.dtype)
 
 

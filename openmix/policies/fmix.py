@@ -41,23 +41,32 @@ class FMix(MixPolicy):
     def apply(self, x, params, out=None, **context):
         batch, spatial = x.shape[0], tuple(x.shape[2:])
         n = math.prod(spatial)
-        if self.mode == "batch":   # one mask for the whole batch
-            noise, lam, round_up = params["noise"], params["lam"][:1], params["round_up"][:1]
-        else:   # elem mode draws one spectrum per row already; pair mode shares it per pair
-            noise = params["noise"][params["rows"]] if self.mode == "pair" else params["noise"]
-            lam, round_up = params["lam"], params["round_up"]
-        lam = lam.to(torch.float64)
+        sources, spread = self.mask_rows(params["rows"])
+        lam = params["lam"][sources].to(torch.float64)
         scaled = lam * n
-        k = torch.where(round_up, torch.ceil(scaled), torch.floor(scaled)).long()
+        k = torch.where(params["round_up"][sources], torch.ceil(scaled), torch.floor(scaled)).long()
         soft = None
         if self.max_soft > 0:
             soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
-        image = low_frequency_image(noise, spatial, self.decay_power)
+        image = low_frequency_image(params["noise"][sources], spatial, self.decay_power)
         mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
+        if spread is not None:      # pair mode: partners share their mask
+            mask, k = mask[spread], k[spread]
         mask_dtype = x.dtype if x.is_floating_point() else torch.float32
         mask = mask.view(-1, 1, *spatial).to(mask_dtype).expand(batch, 1, *spatial)
         lam = (k.to(torch.float64) / n).expand(batch)     # every mask row sums to exactly k
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
+
+    def mask_rows(self, rows):
+        """(the rows whose draws make a mask, as a slice or an index; row -> mask, or None): one
+        mask in ``batch`` mode, one per row in ``elem`` mode, one per pair in ``pair`` mode (made
+        once per pair on the CPU)."""
+        if self.mode == "batch":
+            return slice(0, 1), None
+        if self.mode == "elem" or rows.device.type != "cpu":   # (no host sync: each row makes one)
+            return slice(None), None
+        sources, spread = torch.unique(rows, return_inverse=True)
+        return sources, spread
 
     def extra_repr(self):
         return f"decay_power={self.decay_power}, max_soft={self.max_soft}"
