@@ -61,11 +61,12 @@ def call_and_params(policy, x, y, seed=9):
 def cpu_path(request, monkeypatch):
     """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
     at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
-    from openmix.ops import paste
+    from openmix.ops import blend, paste
     from openmix.policies import cutmix
     if request.param == "row by row":
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
         monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
+        monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
     return request.param
 
 
@@ -135,6 +136,13 @@ def test_out_inplace_and_channels_last_equal_the_default_call(name, mode, cpu_pa
     assert in_place.x.data_ptr() == work.data_ptr()
     # in place, mixup lerps from x toward the partner (as it always has): a rounding apart
     torch.testing.assert_close(work, expected.x, rtol=1e-6, atol=1e-6)
+    # ... and the same arithmetic on both in-place paths (whole-batch copy of the partners, or
+    # row by row along the cycles of the permutation)
+    params = policy.sample_params(x.shape, g(), y)
+    weight = {"mixup": lambda: params["lam"].view(-1, 1, 1, 1), "fmix": lambda: expected.mask,
+              "cutmix": lambda: expected.mask, "resizemix": lambda: expected.mask}[name]()
+    if name in ("mixup", "fmix"):
+        assert torch.equal(work, x.lerp(x[params["index"]], 1.0 - weight.to(x.dtype)))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -244,3 +252,15 @@ def test_same_draws_and_outputs_as_before(key):
     assert [round(v, 6) for v in mb.lam.tolist()] == lam
     ramp = torch.linspace(0, 1, mb.x.numel(), dtype=torch.float64).view(mb.x.shape)
     assert (mb.x.double() * ramp).sum().item() == pytest.approx(weighted, rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.parametrize("index", [[3, 0, 1, 2, 4, 6, 5], [0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0]])
+@pytest.mark.parametrize("shared", [False, True])
+def test_in_place_cycle_walk_equals_the_whole_batch_form(index, shared, monkeypatch):
+    from openmix.ops import blend
+    monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
+    x = torch.rand(7, 2, 5, 4, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor(index)
+    weight = torch.rand(1 if shared else 7, 1, 5, 4, generator=torch.Generator().manual_seed(1))
+    expected = x.lerp(x[index], 1.0 - weight)
+    assert torch.equal(blend.blend_with_partner(x.clone(), index, weight, inplace=True), expected)

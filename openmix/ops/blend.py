@@ -8,6 +8,9 @@ import torch
 # uint8 rows blended per step: their float32 copies stay in a core's L2 cache, so the uint8 path
 # never holds a float copy of the batch (float inputs are blended whole: measured as fast)
 CHUNK_BYTES = 256 * 1024
+# in place on the CPU, rows of at least this many elements are blended row by row along the
+# cycles of the permutation, holding one saved row per cycle instead of a copy of every partner
+CYCLE_MIN_ROW = 3 * 96 * 96
 
 
 def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
@@ -25,6 +28,9 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     rounded (``MixCollate``'s rounding), row block by row block.
     """
     if inplace:
+        if x.is_floating_point() and x.device.type == "cpu" and x[0].numel() >= CYCLE_MIN_ROW \
+                and weight.ndim == x.ndim and not (torch.is_grad_enabled() and x.requires_grad):
+            return _blend_in_place_by_cycles(x, index, weight.to(x.dtype))
         partner = x.index_select(0, index)
         if not x.is_floating_point():
             return x.copy_(_blend_float(partner, x, weight))
@@ -73,6 +79,29 @@ def _blend_rows_in_blocks(xv: torch.Tensor, index: torch.Tensor, wv: torch.Tenso
         stop = min(batch, start + rows)
         w = wv[start:stop] if per_row else wv
         ov[start:stop] = _blend_float(xv.index_select(0, index[start:stop]), xv[start:stop], w)
+
+
+def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x[i] <- lerp(x[i], x[index[i]], 1 - weight[i]) for every row, in place (the arithmetic of
+    ``x.lerp_(x[index], 1 - weight)``). Walking each cycle i -> index[i] -> ..., a row's partner
+    is still unwritten when the row is done, except the partner of the cycle's last row: the
+    cycle's first row, saved before the walk."""
+    partners = index.tolist()
+    per_row = weight.shape[0] != 1
+    done = [False] * len(partners)
+    for start in range(len(partners)):
+        if done[start] or partners[start] == start:
+            continue
+        first = x[start].clone()
+        row = start
+        while not done[row]:
+            done[row] = True
+            nxt = partners[row]
+            source = first if nxt == start else x[nxt]
+            w = weight[row] if per_row else weight[0]
+            x[row].lerp_(source, 1.0 - w)
+            row = nxt
+    return x
 
 
 def batch_major_order(x: torch.Tensor) -> Optional[Sequence[int]]:

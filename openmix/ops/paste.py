@@ -117,26 +117,41 @@ def _gather_nearest(x: torch.Tensor, flat: tuple, index: torch.Tensor, size: tor
     the row's last one, so duplicate targets get the same value. Rows with an empty box copy
     their own first pixel onto itself. None when no row pastes anything."""
     view, dim = flat
-    spatial = x.shape[2:]
-    empty = (size <= 0).any(dim=1)
+    spatial = tuple(x.shape[2:])
+    empty = (size <= 0).any(dim=1, keepdim=True)                                # (B, 1)
     if bool(empty.all()):
         return None
-    rows = torch.arange(x.shape[0], device=x.device)
-    size, offset = size.clamp(min=1), torch.where(empty.unsqueeze(1), 0, offset)
-    source_row = torch.where(empty, rows, index)
-    source = target = torch.zeros((), dtype=torch.long, device=x.device)
+    size = size.masked_fill(empty, 0)
+    source = target = None
     for k, n in enumerate(spatial):
+        widest = int(size[:, k].max())
+        reads, places = (t[:, :widest].index_select(0, size[:, k]) for t in _nearest_tables(n))  # (B, m)
         stride = math.prod(spatial[k + 1:])
-        src = nearest_source(n, size[:, k:k + 1], x.device).masked_fill_(empty.unsqueeze(1), 0)   # (B, m)
-        dst = torch.minimum(torch.arange(src.shape[1], device=x.device).unsqueeze(0), size[:, k:k + 1] - 1)
-        dst = dst.add_(offset[:, k:k + 1]).masked_fill_(empty.unsqueeze(1), 0)
-        source = source.unsqueeze(-1) + src.view(src.shape[0], *([1] * k), -1) * stride
-        target = target.unsqueeze(-1) + dst.view(dst.shape[0], *([1] * k), -1) * stride
+        places = places + offset[:, k:k + 1].masked_fill(empty, 0)
+        if source is None:
+            source, target = reads * stride, places * stride
+        else:
+            source = source.unsqueeze(-1) + (reads * stride).unsqueeze(1)
+            target = target.unsqueeze(-1) + (places * stride).unsqueeze(1)
     source, target = source.flatten(1), target.flatten(1)                       # (B, T)
     shape = (x.shape[0], x.shape[1], source.shape[1]) if dim == 2 else (x.shape[0], source.shape[1], x.shape[1])
     pick = (lambda t: t.unsqueeze(1).expand(shape)) if dim == 2 else (lambda t: t.unsqueeze(2).expand(shape))
-    values = torch.gather(view.index_select(0, source_row), dim, pick(source))
-    return pick(target), values
+    partners = view.index_select(0, torch.where(empty.squeeze(1), torch.arange(x.shape[0]), index))
+    return pick(target), torch.gather(partners, dim, pick(source))
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_tables(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(reads, places): (n + 1, n) long each; row s is, for a box of side s, the input index
+    nearest reads at each output position and that position, both padded by repeating the last
+    one (row 0, an empty box: zeros). CPU tensors, made once per side."""
+    reads = torch.zeros((n + 1, n), dtype=torch.long)
+    places = torch.zeros((n + 1, n), dtype=torch.long)
+    for s in range(1, n + 1):
+        src = nearest_source(n, s)
+        reads[s, :s], reads[s, s:] = src, src[-1]
+        places[s] = torch.arange(n).clamp_(max=s - 1)
+    return reads, places
 
 
 def _resized(x: torch.Tensor, box: List[int], interpolation: str) -> torch.Tensor:
