@@ -163,11 +163,12 @@ def test_mix_uint8_is_the_float_mix_rounded(name, mode, cpu_path):
     assert policy.mix_uint8(x8, y, generator=g(), out=out).x is out and torch.equal(out, mb.x)
 
 
-def test_mix_uint8_blocks_cover_large_rows_and_batches():
-    # rows above the block size (one row per block) and many blocks
+@pytest.mark.parametrize("chunk", [4 * 200 * 160, 4 * 3 * 200 * 160 * 2])
+def test_mix_uint8_blocks_cover_large_rows_and_batches(chunk, monkeypatch):
+    # blocks of one channel of one row (a row cut in three), and of two whole rows
     from openmix.ops import blend
+    monkeypatch.setattr(blend, "CHUNK_BYTES", chunk)
     x8 = torch.randint(0, 256, (5, 3, 200, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    assert 4 * x8[0].numel() > blend.CHUNK_BYTES
     policy = openmix.build_policy("mixup", mode="elem")
     g = lambda: torch.Generator().manual_seed(2)        # noqa: E731
     expected = policy(x8.float(), torch.arange(5), generator=g()).x.round().to(torch.uint8)

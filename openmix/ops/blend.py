@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
-# uint8 rows blended per step: their float32 copies stay in a core's L2 cache, so the uint8 path
-# never holds a float copy of the batch (float inputs are blended whole: measured as fast)
-CHUNK_BYTES = 256 * 1024
+# uint8 images are blended through float32 buffers of about this size, reused block after block,
+# so the uint8 path never holds a float copy of the batch (2 MB: the fastest of 0.5, 1, 2 MB on
+# a 1 MB-L2 CPU at 32, 64 and 224 px; float inputs are blended whole, measured as fast)
+CHUNK_BYTES = 2 * 1024 * 1024
 # in place on the CPU, rows of at least this many elements are blended row by row along the
 # cycles of the permutation, holding one saved row per cycle instead of a copy of every partner
 CYCLE_MIN_ROW = 3 * 96 * 96
@@ -70,15 +72,38 @@ def _blend_float(partner: torch.Tensor, own: torch.Tensor, weight: torch.Tensor)
 
 
 def _blend_rows_in_blocks(xv: torch.Tensor, index: torch.Tensor, wv: torch.Tensor, ov: torch.Tensor) -> None:
-    """Integer images: ov[i] = round(lerp(xv[index[i]], xv[i], wv[i])) a block of rows at a time.
-    xv, ov: contiguous, batch first."""
-    batch = xv.shape[0]
-    rows = max(1, min(batch, CHUNK_BYTES // max(1, 4 * xv[0].numel())))
-    per_row = wv.shape[0] != 1
+    """Integer images: ov[i] = round(lerp(xv[index[i]], xv[i], wv[i])), through two float32 buffers
+    of about CHUNK_BYTES reused for every block (a block: several rows, or one row cut along its
+    second dim when a row is larger). xv, ov: contiguous, batch first. Weights in [0, 1] keep the
+    blend inside the type's range, so no clamp is needed."""
+    batch, inner = xv.shape[0], xv.shape[1]
+    row_bytes = 4 * max(1, xv[0].numel())
+    rows = max(1, min(batch, CHUNK_BYTES // row_bytes))
+    step = inner if rows > 1 else max(1, min(inner, CHUNK_BYTES // max(1, row_bytes // max(1, inner))))
+    weight = wv.float()
+    per_row, per_inner = weight.shape[0] != 1, weight.shape[1] != 1
+    buffers = [torch.empty((rows, step) + tuple(xv.shape[2:]), dtype=torch.float32, device=xv.device)
+               for _ in range(2)]
     for start in range(0, batch, rows):
         stop = min(batch, start + rows)
-        w = wv[start:stop] if per_row else wv
-        ov[start:stop] = _blend_float(xv.index_select(0, index[start:stop]), xv[start:stop], w)
+        partner_rows = xv.index_select(0, index[start:stop])
+        w_rows = weight[start:stop] if per_row else weight
+        for lo in range(0, inner, step):
+            hi = min(inner, lo + step)
+            partner, own = (b[:stop - start, :hi - lo] for b in buffers)
+            partner.copy_(partner_rows[:, lo:hi])
+            own.copy_(xv[start:stop, lo:hi])
+            partner.lerp_(own, w_rows[:, lo:hi] if per_inner else w_rows)
+            _cast_into(ov[start:stop, lo:hi], partner.round_())
+
+
+def _cast_into(target: torch.Tensor, source: torch.Tensor) -> None:
+    """target.copy_(source) for whole-valued floats into an integer tensor; on the CPU through
+    numpy, whose float32 -> uint8 cast measured 2.8x faster than torch's."""
+    if target.device.type == "cpu":
+        np.copyto(target.numpy(), source.numpy(), casting="unsafe")
+    else:
+        target.copy_(source)
 
 
 def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
