@@ -51,9 +51,24 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
         return out
     inverse = sorted(range(x.ndim), key=lambda d: order[d])
     if out is None:      # the partner copy, made in x's layout, becomes the output
-        return xv.index_select(0, index).lerp_(xv, wv.to(x.dtype)).permute(inverse)
+        partner = xv.index_select(0, index)
+        return lerp_in_place(partner, xv, wv.to(x.dtype)).permute(inverse)
     torch.index_select(xv, 0, index, out=out.permute(order))
-    return out.lerp_(x, weight.to(x.dtype))
+    lerp_in_place(out.permute(order), xv, wv.to(x.dtype))
+    return out
+
+
+def lerp_in_place(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``start.lerp_(end, weight)``. A weight that broadcasts along the innermost dim (a pixel
+    mask on channels_last images, whose channels are innermost) makes torch's kernel run
+    length-C inner loops, measured 6-17x slower; then each channel is done on its own (a
+    strided, unvectorised loop: soft weights may round 1 ulp apart from the NCHW result)."""
+    if weight.ndim == start.ndim and weight.shape[-1] == 1 < start.shape[-1] <= 4 \
+            and any(size > 1 for size in weight.shape[1:-1]):
+        for c in range(start.shape[-1]):
+            start[..., c].lerp_(end[..., c], weight[..., 0])
+        return start
+    return start.lerp_(end, weight)
 
 
 def _blend_plain(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -113,6 +128,7 @@ def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torc
     cycle's first row, saved before the walk."""
     partners = index.tolist()
     per_row = weight.shape[0] != 1
+    order = [d - 1 for d in batch_major_order(x)[1:]] if batch_major_order(x) else list(range(x.ndim - 1))
     done = [False] * len(partners)
     for start in range(len(partners)):
         if done[start] or partners[start] == start:
@@ -124,7 +140,7 @@ def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torc
             nxt = partners[row]
             source = first if nxt == start else x[nxt]
             w = weight[row] if per_row else weight[0]
-            x[row].lerp_(source, 1.0 - w)
+            lerp_in_place(x[row].permute(order), source.permute(order), (1.0 - w).permute(order))
             row = nxt
     return x
 

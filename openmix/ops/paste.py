@@ -33,6 +33,9 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     Returns (mixed x, own-image mask (B, 1, *spatial): 0 where pasted, 1 elsewhere; float, in
     x's dtype for float x; expanded from one row when ``shared``).
     """
+    if out is not None and out.stride() != x.stride():      # an out buffer in another layout
+        result, mask = resize_paste(x, index, size, offset, shared, inplace, interpolation)
+        return out.copy_(result), mask
     spatial = tuple(x.shape[2:])
     mask_dtype = x.dtype if x.is_floating_point() else torch.float32
     if shared:
@@ -46,7 +49,7 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         scattered = _gather_nearest(x, flat, index, size, offset)               # read before any write
         result = x if inplace else (x.clone() if out is None else out.copy_(x))
         if scattered is not None:
-            _flat_spatial(result)[0].scatter_(flat[1], *scattered)
+            _scatter_into(result, *scattered)
         return result, mask
     pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
     result = x if inplace else (x.clone() if out is None else out.copy_(x))
@@ -134,10 +137,25 @@ def _gather_nearest(x: torch.Tensor, flat: tuple, index: torch.Tensor, size: tor
             source = source.unsqueeze(-1) + (reads * stride).unsqueeze(1)
             target = target.unsqueeze(-1) + (places * stride).unsqueeze(1)
     source, target = source.flatten(1), target.flatten(1)                       # (B, T)
-    shape = (x.shape[0], x.shape[1], source.shape[1]) if dim == 2 else (x.shape[0], source.shape[1], x.shape[1])
-    pick = (lambda t: t.unsqueeze(1).expand(shape)) if dim == 2 else (lambda t: t.unsqueeze(2).expand(shape))
-    partners = view.index_select(0, torch.where(empty.squeeze(1), torch.arange(x.shape[0]), index))
-    return pick(target), torch.gather(partners, dim, pick(source))
+    rows = torch.arange(x.shape[0], device=x.device)
+    partner_rows = torch.where(empty.squeeze(1), rows, index)
+    if dim == 1:       # channels_last: whole pixels (C values together) by row index
+        n = view.shape[1]
+        pixels = view.reshape(-1, view.shape[2])
+        values = pixels.index_select(0, (partner_rows.unsqueeze(1) * n + source).flatten())
+        return (rows.unsqueeze(1) * n + target).flatten(), values
+    shape = (x.shape[0], x.shape[1], source.shape[1])
+    partners = view.index_select(0, partner_rows)
+    return target.unsqueeze(1).expand(shape), torch.gather(partners, 2, source.unsqueeze(1).expand(shape))
+
+
+def _scatter_into(result: torch.Tensor, target: torch.Tensor, values: torch.Tensor) -> None:
+    """Writes ``_gather_nearest``'s values into result (in result's layout)."""
+    view, dim = _flat_spatial(result)
+    if dim == 1:
+        view.reshape(-1, view.shape[2]).index_copy_(0, target, values)
+    else:
+        view.scatter_(2, target, values)
 
 
 @functools.lru_cache(maxsize=64)
