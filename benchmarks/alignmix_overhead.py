@@ -18,7 +18,6 @@ writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py)
 import openmix  # noqa: E402
+from openmix.files import write_json_atomic  # noqa: E402
 from openmix.policies.alignmix import AlignMix  # noqa: E402
 
 
@@ -73,7 +73,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "alignmix_overhead.json"))
+    ap.add_argument("--out", default="results/benchmarks/alignmix_overhead.json",
+                    help="JSON output (default under the git-ignored results/; the committed figures are "
+                         "benchmarks/results/alignmix_overhead.json)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,8 +130,7 @@ def main(argv=None):
            "alignment_over_vanilla_q1_q3": [alone["q1"], alone["q3"]]}
     for k, v in row.items():
         print(f"{k:34s} {v:.4f}" if isinstance(v, float) else f"{k:34s} {v}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(row, indent=2))
+    write_json_atomic(args.out, row)
     print(f"wrote {args.out}")
 
 

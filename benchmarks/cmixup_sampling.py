@@ -8,7 +8,8 @@ A measurement, not a test.
 
 Each measurement runs in a fresh subprocess; peak memory = peak resident set size of that
 process minus its size just before sampling (labels already in memory). Prints a table and
-writes JSON (``--out``, default benchmarks/results/cmixup_sampling.json).
+writes JSON (``--out``, default results/benchmarks/cmixup_sampling.json; the committed run is
+benchmarks/results/cmixup_sampling.json).
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def main(argv=None):
     ap.add_argument("--sigma", type=float, default=0.05)
     ap.add_argument("--multi", type=int, nargs="+", default=[10_000, 20_000],
                     help="sizes for 2-D labels (dense chunked path, O(N^2) time)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cmixup_sampling.json"))
+    ap.add_argument("--out", default="results/benchmarks/cmixup_sampling.json",
+                    help="JSON output (default under the git-ignored results/; the committed figures are "
+                         "benchmarks/results/cmixup_sampling.json)")
     ap.add_argument("--worker", nargs=3, metavar=("N", "DIM", "SIGMA"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -69,8 +72,9 @@ def main(argv=None):
         print(f"N={r['n']:>9,}  dim={r['dim']}  sigma={r['sigma']:<5}  {r['seconds']:8.2f} s  "
               f"peak +{r['peak_extra_mb']:8.1f} MB  (dense N x N float32 would be {r['dense_matrix_mb']:,.0f} MB)  "
               f"mean |y_i - y_j| {r['mean_partner_distance']:.4f}", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows}, indent=2))
+    sys.path.insert(0, str(ROOT))
+    from openmix.files import write_json_atomic
+    write_json_atomic(args.out, {"rows": rows})
     print(f"wrote {args.out}")
 
 

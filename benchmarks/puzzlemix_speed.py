@@ -19,12 +19,12 @@ the authors' uniform draw of n in {2, 4, 8, 16}, at 128x3x32x32 and 64x3x224x224
 Part 2 - train step (ResNet-18, CIFAR stem, 100 classes, SGD) on 128x3x32x32: vanilla step,
 saliency pass, labelling + transport, and the whole PuzzleMix step.
 
-Prints tables and writes JSON (``--out``, default benchmarks/results/puzzlemix_speed.json).
+Prints tables and writes JSON (``--out``, default results/benchmarks/puzzlemix_speed.json; the
+committed run is benchmarks/results/puzzlemix_speed.json).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the per-sample reference solvers
 
 from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py)
+from openmix.files import write_json_atomic  # noqa: E402
 from openmix.ops import puzzle as ops  # noqa: E402
 from openmix.policies import puzzlemix as puzzlemix_module  # noqa: E402
 from openmix.policies.puzzlemix import PuzzleMix  # noqa: E402
@@ -84,7 +86,7 @@ def _plan_transport(x, src, t):
 
 def authors_mix(policy: PuzzleMix, x, s, params):
     """The authors' pipeline: per-sample alpha-beta swap, full-matrix greedy transport, plan product."""
-    from openmix.ops.puzzle_reference import solve_labelling_swap, transport_order_full
+    from puzzle_reference import solve_labelling_swap, transport_order_full
     b, c, h, w = x.shape
     n = params["grid"].shape[1]
     index = params["index"]
@@ -101,7 +103,7 @@ def authors_mix(policy: PuzzleMix, x, s, params):
 
 
 def mixing_table(device, repeats: int, sizes, grids):
-    from openmix.ops.puzzle_reference import solve_labelling_exact, solve_labelling_swap
+    from puzzle_reference import solve_labelling_exact, solve_labelling_swap
     rows = []
     for b, size in sizes:
         x, y, s = make_batch(b, size, device)
@@ -166,10 +168,10 @@ def step_table(device, repeats: int, batch: int, quick: bool):
         opt.step()
 
     gen = torch.Generator().manual_seed(0)
-    saliency = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+    saliency, _ = input_saliency(model, x, y, "classification", contextlib.nullcontext)
 
     def puzzle_step():
-        s = input_saliency(model, x, y, "classification", contextlib.nullcontext)
+        s, _ = input_saliency(model, x, y, "classification", contextlib.nullcontext)
         train_on(policy(x, y, generator=gen, saliency=s))
 
     times = interleaved({
@@ -200,7 +202,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, a small CNN for the step ratio")
     ap.add_argument("--skip-step", action="store_true")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "puzzlemix_speed.json"))
+    ap.add_argument("--out", default="results/benchmarks/puzzlemix_speed.json",
+                    help="JSON output (default under the git-ignored results/; the committed figures are "
+                         "benchmarks/results/puzzlemix_speed.json)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -220,8 +224,7 @@ def main(argv=None):
         step = step_table(device, repeats, 128, args.quick)
         print_table([step], list(step))
         result["step"] = step
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json_atomic(args.out, result)
     print(f"\nwrote {args.out}")
 
 

@@ -11,6 +11,11 @@ overhead of mixing as a percentage of the vanilla step time:
 
     python benchmarks/train_throughput.py                       # digits, small_cnn, CPU
     python benchmarks/train_throughput.py --device cuda --data synthetic --epochs 6 --out bench.json
+    python benchmarks/train_throughput.py --compare-tree ../openmix-old --rounds 6   # this code vs another checkout
+
+``--compare-tree`` runs this script of both source trees as subprocesses, alternating in every
+round, and reports the per-round throughput ratio (this tree / the other one): a before/after
+comparison of a change to the trainer, measured under the same machine load.
 
 Speed measurement, not a test.
 """
@@ -30,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openmix.train.app import compose_config, train  # noqa: E402
-from openmix.train.outputs import write_json_atomic  # noqa: E402
+from openmix.files import write_json_atomic  # noqa: E402
 
 STATIC = ("vanilla", "mixup", "cutmix", "fmix", "resizemix")
 
@@ -40,11 +45,11 @@ def _mixing_ms(args, policy_name: str, where: str, calls: int = 200) -> float:
     on a list of samples minus plain collation (collate), or DeviceMixer on a batch (device)."""
     import openmix
     from torch.utils.data import default_collate
-    from openmix.train.app import _policy_kwargs
     from openmix.train.datasets import build_dataset
-    cfg = compose_config([f"data={args.data}", f"mix={policy_name}", *args.override])
-    bundle = build_dataset(cfg.data.name, **{k: v for k, v in cfg.data.items() if k not in ("name", "task")})
-    policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
+    from openmix.train.settings import validate
+    settings = validate(compose_config([f"data={args.data}", f"mix={policy_name}", *args.override]))
+    bundle = build_dataset(settings.data.name, **settings.data.builder_kwargs)
+    policy = openmix.build_policy(settings.mix.name, **settings.mix.policy_kwargs)
     samples = [bundle.train[i] for i in range(args.batch_size)]
     dev = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                        (args.device if args.device != "auto" else "cpu"))
@@ -76,6 +81,38 @@ def _mixing_ms(args, policy_name: str, where: str, calls: int = 200) -> float:
         torch.set_num_threads(threads_before)
 
 
+def compare_trees(args, other: Path) -> dict:
+    """Per-round ratios of samples/s, this tree over ``other``, each round running both as subprocesses."""
+    import json
+    import subprocess
+    trees = {"this": Path(__file__).resolve().parents[1], "other": other.resolve()}
+    script_args = ["--policies", args.policies, "--where", args.where, "--epochs", str(args.epochs), "--repeats", "1",
+                   "--batch-size", str(args.batch_size), "--data", args.data, "--device", args.device,
+                   "--threads", args.threads, *sum((["--override", o] for o in args.override), [])]
+    ratios: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            rates = {}
+            for name, root in (trees.items() if r % 2 == 0 else reversed(trees.items())):
+                out = Path(tmp) / f"{name}_{r}.json"
+                subprocess.run([sys.executable, str(root / "benchmarks" / "train_throughput.py"), *script_args,
+                                "--out", str(out)], cwd=tmp, check=True, capture_output=True, text=True)
+                rates[name] = {(row["policy"], row["where"]): row["samples_per_second"]
+                               for row in json.loads(out.read_text())["rows"]}
+            for key, value in rates["this"].items():
+                ratios.setdefault("/".join(key), []).append(value / rates["other"][key])
+            print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{k} {v[-1]:.3f}" for k, v in ratios.items()),
+                  file=sys.stderr, flush=True)
+    result = {"benchmark": "train_throughput_compare", "this_tree": str(trees["this"]), "other_tree": str(trees["other"]),
+              "rounds": args.rounds, "ratios": ratios,
+              "median_ratio": {k: statistics.median(v) for k, v in ratios.items()}}
+    for k, v in ratios.items():
+        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
+        print(f"{k:>18}: this/other samples/s median {statistics.median(v):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f})")
+    write_json_atomic(args.out, result)
+    return result
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="digits")
@@ -89,8 +126,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--override", action="append", default=[], help="extra trainer override, repeatable")
-    ap.add_argument("--out", default="train_throughput.json")
+    ap.add_argument("--out", default="results/benchmarks/train_throughput.json",
+                    help="JSON output (default under the git-ignored results/; the committed figures are "
+                         "benchmarks/results/train_throughput.json)")
+    ap.add_argument("--compare-tree", type=Path, default=None,
+                    help="another checkout of openmix: report per-round throughput ratios this/other instead")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of --compare-tree (each runs both trees)")
     args = ap.parse_args(argv)
+    if args.compare_tree is not None:
+        return compare_trees(args, args.compare_tree)
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (the first epoch of each repeat is warm-up)")
 

@@ -7,6 +7,7 @@ loss = openmix.build_loss("soft_ce")(model(mb.x), mb)
 ```
 """
 from .batch import MixedBatch, smoothed_one_hot
+from .checks import LayoutWarning
 from .data import DeviceMixer, DevicePrefetcher, MixCollate
 from .losses import build_loss, list_losses, register_loss
 from .pairing import build_pairing, list_pairings, register_pairing
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "MixedBatch", "smoothed_one_hot", "MixPolicy", "RandomChoice", "build_policy", "list_policies",
     "register_policy", "build_pairing", "list_pairings", "register_pairing", "build_loss", "list_losses",
-    "register_loss", "MixCollate", "DeviceMixer", "DevicePrefetcher", "schedules", "__version__",
+    "register_loss", "MixCollate", "DeviceMixer", "DevicePrefetcher", "LayoutWarning", "schedules", "__version__",
 ]

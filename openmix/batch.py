@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 
@@ -38,6 +38,11 @@ class MixedBatch:
     lam:   (B,) float, the weight of each row's OWN label (1 for an unmixed row).
     mask:  (B, 1, *spatial) per-pixel weight of the row's own image, or None for policies
            without a mask; where present, ``lam == mask.mean`` over the spatial dims.
+
+    Unpacking gives ``(x, target)`` where ``target`` is the MixedBatch itself, so the usual loop
+    ``for x, target in loader: loss = loss_fn(model(x), target)`` works with an openmix loss,
+    and a plain ``F.cross_entropy(logits, target)`` fails loudly instead of silently dropping
+    the partner's share of the label.
     """
 
     x: torch.Tensor
@@ -45,6 +50,9 @@ class MixedBatch:
     index: torch.Tensor
     lam: torch.Tensor
     mask: Optional[torch.Tensor] = None
+
+    def __iter__(self) -> Iterator[Union[torch.Tensor, "MixedBatch"]]:
+        return iter((self.x, self))
 
     def label_pair(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """(y, y[index]): each row's own label and its partner's."""

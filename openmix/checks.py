@@ -5,7 +5,8 @@ Every error names the argument, the value received and what is accepted.
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence
+import warnings
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -82,3 +83,73 @@ def check_labels(y: torch.Tensor, batch_size: int, name: str = "y",
         raise ValueError(f"soft {name} must have shape (B, {num_classes}) for num_classes={num_classes}, "
                          f"got shape {tuple(y.shape)}")
     return y
+
+
+class LayoutWarning(UserWarning):
+    """An input whose shape looks like a layout mistake (channels-last, no channel or no batch dim).
+
+    A warning, not an error: each flagged shape is also a legal layout for some data (a 2-D
+    sensor grid 3 wide, a 1-D signal with as many channels as samples), so legitimate users
+    silence it with ``warnings.filterwarnings('ignore', category=openmix.LayoutWarning)``.
+    """
+
+
+def _looks_like_image_side(n: int) -> bool:
+    return n >= 8
+
+
+def layout_mistake(shape: Tuple[int, ...]) -> Optional[str]:
+    """Why ``shape`` looks like a wrongly laid out image batch, or None.
+
+    (B, H, W, C) with C in {1, 3} and H, W >= 8 looks channels-last; a 3-D (N, H, W) with
+    H, W >= 8 within a factor 2 of each other looks like grayscale images without their channel
+    dim, or (when N is 1 or 3) like a single (C, H, W) image without its batch dim.
+    """
+    if len(shape) == 4:
+        _, h, w, c = shape
+        if c in (1, 3) and _looks_like_image_side(h) and _looks_like_image_side(w):
+            return (f"has shape {tuple(shape)}, which looks channels-last (B, H, W, C); openmix reads "
+                    f"(B, C, H, W) and would mix along the wrong axes: use x.permute(0, 3, 1, 2) "
+                    f"(a tensor in torch.channels_last memory format keeps the (B, C, H, W) shape and is fine)")
+        return None
+    if len(shape) == 3:
+        n, h, w = shape
+        if not (_looks_like_image_side(h) and _looks_like_image_side(w) and max(h, w) <= 2 * min(h, w)):
+            return None
+        fix = f"if it is a batch of grayscale (B, H, W) images, add the channel: x.unsqueeze(1) -> {(n, 1, h, w)}"
+        if n in (1, 3):
+            fix = (f"if it is one (C, H, W) image, add the batch dim: x.unsqueeze(0) -> {(1, n, h, w)} "
+                   f"(mixing needs several images); {fix}")
+        return f"has shape {tuple(shape)}, which openmix reads as (B, C, L) 1-D signals; {fix}"
+    return None
+
+
+def check_layout(x: torch.Tensor, name: str = "x") -> None:
+    """Warns (LayoutWarning) when x's shape looks like an image layout mistake.
+
+    Reads only the shape, so it costs no host sync on any device.
+    """
+    reason = layout_mistake(tuple(x.shape))
+    if reason is not None:
+        warnings.warn(f"{name} {reason}. If the layout is meant, silence this with "
+                      f"warnings.filterwarnings('ignore', category=openmix.LayoutWarning)",
+                      LayoutWarning, stacklevel=3)
+
+
+def check_unit_range(x: torch.Tensor, mean: Optional[torch.Tensor], std: Optional[torch.Tensor],
+                     name: str = "x") -> None:
+    """Raises when float x: (B, C, *spatial) holds values above 1.5 while mean and std are in
+    [0, 1] units, i.e. 0-255 pixels (or already normalised inputs) about to be normalised as if
+    they were in [0, 1]. Reads x's maximum: one host sync on an accelerator, so call it once.
+    """
+    if not x.is_floating_point() or x.numel() == 0 or (mean is None and std is None):
+        return
+    stats_in_unit = all(s is None or bool(((s >= 0) & (s <= 1)).all()) for s in (mean, std))
+    if not stats_in_unit:
+        return
+    peak = float(x.detach().amax())
+    if peak > 1.5:
+        raise ValueError(
+            f"{name} is {x.dtype} with values up to {peak:g}, but mean and std are in [0, 1] units: if {name} "
+            f"holds 0-255 pixels, pass it as uint8 (it is divided by 255 first) or divide it by 255; if it is "
+            f"already normalised, leave mean and std out; otherwise give mean and std in {name}'s units")

@@ -32,19 +32,29 @@ def fake_train(cfg):
         raise RuntimeError("this run diverged")
     if mode == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "raise_big_alpha" and float(cfg.mix.get("alpha", 0.0)) > 1.5:
+        raise RuntimeError("diverged at a large alpha")
     top1 = 50.0 + cfg.seed + (5.0 if cfg.mix.name == "mixup" else 0.0)
+    alpha = float(cfg.mix.get("alpha", 0.0))
+    # validation peaks at alpha = 0.5; the test metric grows with alpha (a poisoned signal:
+    # tuning that read test metrics would pick the largest alpha)
+    val_top1 = 70.0 - 10.0 * (alpha - 0.5) ** 2 + 0.1 * cfg.seed
     summary = {
         "task": "classification", "dataset": cfg.data.name, "model": "m",
         "policy": cfg.mix.name, "loss": cfg.loss.name, "seed": cfg.seed,
         "epochs": cfg.trainer.epochs,
         "final": {"top1": top1, "top5": 99.0, "nll": 1.0, "ece": 0.01 * (1 + cfg.seed),
                   "top1_median_last_k": top1},
+        "selected": {"epoch": 0, "rule": "best_val", "metric": "top1",
+                     "val": {"top1": val_top1, "nll": 1.0},
+                     "test": {"top1": top1 + alpha, "nll": 1.0}},
         "history": [{"epoch": 0, "top1": top1}], "seconds_per_epoch": 0.5,
         "samples_per_second": 100.0, "peak_memory_mb": 10.0, "device": "cpu",
         "versions": {"torch": "x"},
     }
     out = Path(cfg.trainer.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # as the trainer does
     (out / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -115,7 +125,9 @@ def test_suite_runs_records_and_skips_on_rerun(tmp_path):
     rows = ResultsDB(options.db_path).runs(suite="tiny")
     assert len(rows) == 4
     row = next(r for r in rows if r["policy"] == "mixup" and r["seed"] == 1)
-    assert row["headline"] == 56.0 and row["policy_args"] == {"alpha": 0.2}
+    assert row["headline"] == 56.2 and row["policy_args"] == {"alpha": 0.2}
+    assert row["headline_metric"] == "selected.test.top1"
+    assert row["selected"]["val"]["top1"] == pytest.approx(70.0 - 10.0 * 0.09 + 0.1)
     assert row["mix_name"] == "mixup" and row["loss"] == "soft_ce"
     assert row["seconds_per_epoch"] == 0.5 and row["device"] == "cpu"
     assert row["config"]["mix"]["alpha"] == 0.2 and "out_dir" not in row["config"]["trainer"]
@@ -236,7 +248,7 @@ def test_only_selects_runs_by_label_parts():
     assert [r.label for r in select_runs(runs, ["mixup/seed1"])] == ["fake/m/mixup/seed1"]
     assert len(select_runs(runs, ["vanilla", "seed0"])) == 3
     assert len(select_runs(runs, None)) == 4
-    with pytest.raises(ValueError, match="only: got \\['cutmix'\\]"):
+    with pytest.raises(ValueError, match="only must match .*got \\['cutmix'\\]"):
         select_runs(runs, ["cutmix"])
 
 
@@ -266,16 +278,20 @@ def test_an_interrupted_suite_resumes_where_it_stopped(tmp_path):
 
 
 def test_console_entry_point_dry_run(tmp_path):
-    """`openmix-bench suite=tiny dry_run=true` through Hydra's own entry (no training)."""
+    """`openmix-bench suite=tiny 'suite.seeds=[0,1,2]' dry_run=true` through Hydra's own entry
+    (no training): the seeds given on the command line make the runs."""
     import subprocess
     import sys
 
     code = "import sys; from openmix.bench.app import main; sys.argv[0] = 'openmix-bench'; main()"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "suite=tiny", "dry_run=true", f"db={tmp_path / 'r.db'}",
-         f"runs_dir={tmp_path / 'runs'}"],
+        [sys.executable, "-c", code, "suite=tiny", "suite.seeds=[0,1,2]", "dry_run=true",
+         f"db={tmp_path / 'r.db'}", f"runs_dir={tmp_path / 'runs'}"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},  # this checkout
     )
     assert proc.returncode == 0, proc.stderr
-    assert "suite tiny: 4 runs" in proc.stdout
-    assert proc.stdout.count("to run") == 4
+    assert "suite tiny: 6 runs" in proc.stdout
+    assert proc.stdout.count("to run") == 6
+    for seed in (0, 1, 2):
+        assert proc.stdout.count(f"/seed{seed} ") == 2  # vanilla and mixup

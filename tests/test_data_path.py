@@ -106,3 +106,18 @@ def test_pinned_memory_loader_accepts_mixed_batches():
     mb = openmix.MixCollate(openmix.build_policy("mixup"), seed=0)([Images()[i] for i in range(3)])
     moved = mb.to("cpu")
     assert torch.equal(moved.x, mb.x) and moved.mask is None
+
+
+def test_for_x_target_in_loader_unpacks_a_mixed_batch():
+    """``x, target = mb`` gives the mixed input and the MixedBatch itself: the usual loop works
+    with an openmix loss, and a plain cross-entropy on it fails instead of ignoring the mix."""
+    collate = openmix.MixCollate(openmix.build_policy("mixup", mode="elem"), seed=0)
+    loader = DataLoader(Images(dtype=torch.float32), batch_size=6, collate_fn=collate)
+    loss_fn = openmix.build_loss("soft_ce")
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    for x, target in loader:
+        assert isinstance(target, openmix.MixedBatch) and x is target.x
+        loss = loss_fn(model(x), target)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(TypeError):
+        torch.nn.functional.cross_entropy(model(x), target)

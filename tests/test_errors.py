@@ -72,3 +72,35 @@ def test_collate_refuses_policies_that_need_the_model():
             return None
     with pytest.raises(ValueError, match="needs saliency from the model"):
         openmix.MixCollate(NeedsSaliency())
+
+
+@pytest.mark.parametrize("name, kwargs, pattern", [
+    ("mixup", dict(alhpa=1.0), r"policy 'mixup' got unknown keyword\(s\) 'alhpa'; accepted: alpha, mode, p, "
+                               r"pairing, stop_epoch, seed, inplace\n  alhpa: did you mean 'alpha'\?"),
+    ("fmix", dict(decay_pwr=3), r"accepted: alpha, decay_power, max_soft, mode.*did you mean 'decay_power'"),
+    ("resizemix", dict(scal=(0.1, 0.5)), r"accepted: scale, interpolation, alpha.*did you mean 'scale'"),
+    ("mixup", dict(mixup_alpha=0.8, prob=0.5),
+     r"'mixup_alpha', 'prob'.*mixup_alpha is alpha of build_policy\('mixup'.*prob is p "),
+    ("cutmix", dict(cutmix_alpha=1.0), r"cutmix_alpha is alpha of build_policy\('cutmix'"),
+    ("mixup", dict(switch_prob=0.5), r"build_policy\('choice', policies=.*probs=\[1 - switch_prob, switch_prob\]"),
+    ("cutmix", dict(label_smoothing=0.1), r"label smoothing belongs to the loss: build_loss\('soft_ce', smoothing"),
+])
+def test_wrong_policy_keyword_lists_the_accepted_ones_and_the_closest(name, kwargs, pattern):
+    with pytest.raises(TypeError, match="(?s)" + pattern):
+        openmix.build_policy(name, **kwargs)
+
+
+def test_timm_mode_name_is_ours_too():
+    assert openmix.build_policy("mixup", mode="elem").mode == "elem"
+
+
+def test_wrong_loss_keyword_and_name():
+    with pytest.raises(TypeError, match=r"(?s)loss .soft_ce. got unknown keyword.*label_smoothing is smoothing"):
+        openmix.build_loss("soft_ce", label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"unknown loss 'softce'; known losses: bce, ce, .*; did you mean 'soft_ce'\?"):
+        openmix.build_loss("softce")
+
+
+def test_missing_schedule_keyword_is_named():
+    with pytest.raises(TypeError, match=r"schedule 'linear' needs keyword\(s\) 'end', 'epochs'"):
+        openmix.build_policy("mixup", alpha={"schedule": "linear", "start": 0.0})

@@ -34,7 +34,7 @@ def random_problem(b, n, n_labels, seed):
 @pytest.mark.parametrize("n", [2, 4, 8, 16])
 def test_energy_within_one_percent_of_exact_optimum(n, n_labels, record_property):
     """The batched solver against an exact min-cut (PyMaxflow; Ishikawa graph for 3 labels)."""
-    reference = pytest.importorskip("openmix.ops.puzzle_reference")
+    reference = pytest.importorskip("puzzle_reference")
     pytest.importorskip("maxflow")
     b = 48 if n < 16 else 32
     unary, wv, wh = random_problem(b, n, n_labels, seed=10 * n + n_labels)
@@ -52,7 +52,7 @@ def test_energy_within_one_percent_of_exact_optimum(n, n_labels, record_property
 
 
 def test_reference_matches_brute_force():
-    reference = pytest.importorskip("openmix.ops.puzzle_reference")
+    reference = pytest.importorskip("puzzle_reference")
     pytest.importorskip("maxflow")
     for n_labels in (2, 3):
         unary, wv, wh = random_problem(32, 2, n_labels, seed=n_labels)
@@ -192,6 +192,11 @@ def test_short_training_run(tmp_path):
     cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'run'}", "data=synthetic", "mix=puzzlemix"])
     s = train_app.train(cfg)
     assert s["where"] == "engine" and s["final"]["top1"] > 50
+    # clean_lam > 0: the clean-batch term joins the loss (a larger training loss than without it)
+    cfg = train_app.compose_config([*fast, f"trainer.out_dir={tmp_path / 'clean'}", "data=synthetic",
+                                    "mix=puzzlemix", "mix.clean_lam=5.0"])
+    with_clean = train_app.train(cfg)
+    assert with_clean["final"]["top1"] > 50 and with_clean["history"][0]["train_loss"] > s["history"][0]["train_loss"]
 
 
 @pytest.mark.parametrize("adaptive", [True, False])
@@ -216,7 +221,7 @@ def test_mix_moved_blocks_equals_moving_then_mixing(adaptive, levels):
 @pytest.mark.parametrize("t", [2, 4, 8, 16])
 def test_transport_equals_full_matrix_greedy(t, adaptive):
     """The pruned, early-stopping transport gives exactly the authors' full-matrix greedy rounds."""
-    from openmix.ops.puzzle_reference import transport_order_full
+    from puzzle_reference import transport_order_full
     g = torch.Generator().manual_seed(t)
     for power in (1, 4, 12):                 # flat to peaked saliency: more blocks move when peaked
         sal = torch.rand(24, t, t, generator=g, dtype=torch.float64) ** power
@@ -252,3 +257,28 @@ def test_boundary_differences_against_pooled_images():
                     right = src_b[:, :, :, (r + 1) * k]
                     expected = (left - right).abs().mean(1).view(3, grid, k).mean(-1)
                     torch.testing.assert_close(dh[:, i, j, :, r], expected)
+
+
+def test_saliency_pass_follows_the_authors_clean_lam():
+    """clean_lam=0 (their default): eval-mode pass, BatchNorm statistics untouched, no loss term;
+    clean_lam>0: train-mode pass and 2·clean_lam·CE/K added to the training loss."""
+    import contextlib
+    from openmix.train.engine import input_saliency
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 5))
+    x, y = torch.randn(6, 3, 8, 8) * 3 + 1, torch.arange(6) % 5
+    before = model[1].running_mean.clone()
+    s, extra = input_saliency(model, x, y, "classification", contextlib.nullcontext, clean_lam=0.0)
+    assert extra is None and torch.equal(model[1].running_mean, before) and model.training
+    model.eval()
+    xe = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model(xe), y).backward()
+    model.train()
+    assert torch.allclose(s, xe.grad.pow(2).mean(1).sqrt())              # the eval-mode gradient
+    s1, extra1 = input_saliency(model, x, y, "classification", contextlib.nullcontext, clean_lam=1.0)
+    assert not torch.equal(model[1].running_mean, before)                # train-mode pass
+    ce = torch.nn.functional.cross_entropy(model(x), y)
+    assert extra1.requires_grad and float(extra1) == pytest.approx(2.0 * float(ce) / 5, rel=1e-3)
+    with pytest.raises(ValueError, match="clean_lam must be a finite number >= 0"):
+        openmix.build_policy("puzzlemix", clean_lam=-1)

@@ -108,9 +108,9 @@ def test_collate_and_device_mixing_give_the_same_run(tmp_path):
 
 def test_engine_serves_saliency_and_feature_policies(tmp_path, recorder_policies):
     _SaliencyRecorder.seen.clear()
-    run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_saliency", name="sal")
-    # one saliency map per training step: 2 epochs x 8 batches of 32 (plus the small pre-training dry run)
-    assert _SaliencyRecorder.seen.count((32, 8, 8)) == 16
+    s = run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_saliency", name="sal")
+    # one saliency map per training step: 2 epochs x full batches of 32 (plus the small pre-training dry run)
+    assert _SaliencyRecorder.seen.count((32, 8, 8)) == 2 * (s["info"]["train_samples"] // 32) == 14
     _FeatureRecorder.stages_seen.clear()
     s = run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features", "trainer.epochs=3", name="feat")
     assert {n for _, n in _FeatureRecorder.stages_seen} == {3}          # small_cnn: 3 stages
@@ -126,12 +126,12 @@ def test_regression_run(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (["mix.name=nope"], r"mix.name='nope'.*cutmix.*mixup"),
-    (["data.name=nope"], r"data.name='nope'.*digits"),
+    (["mix.name=nope"], r"mix.name must be one of .*cutmix.*mixup.*got 'nope'"),
+    (["data.name=nope"], r"data.name must be one of .*digits.*got 'nope'"),
     (["model.name=resnet181"], r"model.name='resnet181'.*resnet18"),
-    (["optim.name=lbfgs"], r"optim.name='lbfgs'.*sgd.*adamw"),
+    (["optim.name=lbfgs"], r"optim.name must be one of \['sgd', 'adamw'\], got 'lbfgs'"),
     (["data=diabetes", "loss=soft_ce"], r"loss.name='soft_ce' is a classification loss.*regression.*loss=mse"),
-    (["data=synthetic", "trainer.batch_size=1000"], r"batch_size=1000 is larger.*256 samples"),
+    (["data=synthetic", "trainer.batch_size=1000"], r"batch_size=1000 is larger.*230 samples"),
     (["data=synthetic", "mix.where=gpu"], r"mix.where must be"),
     (["data=sine1d", "model=small_cnn"], r"small_cnn needs image inputs"),
     (["data=synthetic", "loss=ce"], r"loss.name='ce' uses only each row's own label.*soft_ce"),
@@ -143,8 +143,8 @@ def test_bad_input_fails_before_training(tmp_path, overrides, match):
 
 
 def test_feature_policy_with_unsplittable_model_fails(monkeypatch, tmp_path, recorder_policies):
-    import openmix.train.models as models
-    monkeypatch.setattr(models, "split_model", lambda model: None)
+    import openmix.features as features
+    monkeypatch.setattr(features, "split_model", lambda model: None)
     with pytest.raises(ConfigError, match="cannot be split into stages.*use a model"):
         run(tmp_path, "data=synthetic", "mix=vanilla", "mix.name=_test_features")
 
@@ -169,20 +169,64 @@ def test_cifar_files_end_to_end(tmp_path, where, model):
     _write_cifar10(tmp_path / "data", n_per_batch=8)
     s = run(tmp_path, "data=cifar10", f"data.root={tmp_path / 'data'}", f"model.name={model}", "mix=cutmix",
             f"mix.where={where}", "trainer.epochs=1", "trainer.batch_size=8", "model.width=null")
-    assert s["dataset"] == "cifar10" and s["model"] == model and s["history"][0]["train_samples"] == 40
+    # 40 training images: the last 10% (4) are the validation split
+    assert s["dataset"] == "cifar10" and s["model"] == model and s["history"][0]["train_samples"] == 32
+    assert s["info"]["val_samples"] == 4
     assert s["info"]["input_shape"] == [3, 32, 32]
 
 
 def test_every_registered_policy_has_a_mix_yaml_that_builds():
-    from openmix.train.app import CONFIG_DIR, _policy_kwargs
+    from openmix.train.app import CONFIG_DIR
+    from openmix.train.settings import validate
     yamls = sorted(p.stem for p in (CONFIG_DIR / "mix").glob("*.yaml"))
     registered = [n for n in openmix.list_policies() if not n.startswith("_test")]
     assert set(registered) <= set(yamls), set(registered) - set(yamls)
     for stem in yamls:
-        cfg = compose_config([f"mix={stem}"])
-        assert cfg.mix.where in ("collate", "device")
-        policy = openmix.build_policy(cfg.mix.name, **_policy_kwargs(cfg.mix))
+        settings = validate(compose_config([f"mix={stem}"]))
+        assert settings.mix.where in ("collate", "device")
+        policy = openmix.build_policy(settings.mix.name, **settings.mix.policy_kwargs)
         assert policy.needs in ("input", "saliency", "features")
+
+
+def _constructor_defaults(cls):
+    """Defaults of every keyword a policy class accepts, following **kwargs to its bases."""
+    import inspect
+    defaults = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.default is not inspect.Parameter.empty:
+                defaults.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return defaults
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def test_every_mix_yaml_default_equals_its_constructor_default():
+    """A policy's YAML (configs/mix/<name>.yaml) states the constructor's defaults, so the CLI and
+    the Python API behave the same; presets under other names (cmixup.yaml) are exempt."""
+    from omegaconf import OmegaConf
+    from openmix.policies import POLICIES
+    from openmix.train.app import CONFIG_DIR
+    checked = 0
+    for path in sorted((CONFIG_DIR / "mix").glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        if node["name"] != path.stem:
+            continue
+        defaults = _constructor_defaults(POLICIES.get(node["name"]))
+        for key, value in node.items():
+            if key in ("name", "where") or key not in defaults:
+                continue
+            assert _plain(value) == _plain(defaults[key]), f"{path.name}: {key}={value!r}, constructor default {defaults[key]!r}"
+            checked += 1
+    assert checked >= 30
 
 
 def test_ema_amp_clip_options_run_and_resume(tmp_path):
@@ -192,7 +236,8 @@ def test_ema_amp_clip_options_run_and_resume(tmp_path):
     full = run(tmp_path, *opts, "trainer.epochs=2", name="full")
     assert full["final"]["top1"] > 40          # EMA weights with warm-up are evaluated, not the initial ones
     run(tmp_path, *opts, "trainer.epochs=1", name="part")
-    resumed = run(tmp_path, *opts, "trainer.epochs=2", "trainer.resume=true", name="part")
+    resumed = run(tmp_path, *opts, "trainer.epochs=2", "trainer.resume=true", "trainer.allow_config_change=true",
+                  name="part")
     assert resumed["resumed_from_epoch"] == 1
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
@@ -209,5 +254,6 @@ def test_imagefolder_pngs_end_to_end(tmp_path):
                 Image.fromarray(rng.integers(0, 256, (18, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
     s = run(tmp_path, "data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.image_size=16",
             "model=small_cnn", "mix=resizemix", "trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=1")
-    assert s["info"]["train_samples"] == 24 and s["info"]["test_samples"] == 9
-    assert s["history"][0]["train_samples"] == 24
+    # 24 training images: 10% (2, stratified) are the validation split
+    assert s["info"]["train_samples"] == 22 and s["info"]["val_samples"] == 2 and s["info"]["test_samples"] == 9
+    assert s["history"][0]["train_samples"] == 16          # two full batches of 8

@@ -34,3 +34,11 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path):
     assert res.returncode == 2
     assert res.stderr.startswith("openmix-train: error: cifar10 not found: looked in")
     assert "Traceback" not in res.stderr and "data.download=true" in res.stderr
+
+
+def test_help_describes_openmix(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "openmix.train", "--help"], cwd=REPO, env=ENV, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("openmix-train: train a model with a mixup-family policy")
+    assert "mix: alignmix" in res.stdout and "trainer.resume=true" in res.stdout

@@ -6,6 +6,15 @@ import pytest
 import torch
 
 from openmix.train.datasets import DatasetNotFoundError, build_dataset, list_datasets
+from openmix.train.settings import DataSettings
+from openmix.train.splits import make_splits
+
+
+def _splits(bundle, seed=0, **kw):
+    opts = dict(val_fraction=0.0, train_size=None, test_size=None, per_class=None, label_noise=0.0,
+                label_noise_kind="symmetric")
+    opts.update(kw)
+    return make_splits(bundle, DataSettings(name=bundle.name, task=bundle.task, builder_kwargs={}, **opts), seed)
 
 
 def _write_cifar10(root, n_per_batch=6):
@@ -23,7 +32,7 @@ def _write_cifar10(root, n_per_batch=6):
 
 def test_cifar10_pickle_batches(tmp_path):
     base = _write_cifar10(tmp_path)
-    b = build_dataset("cifar10", root=str(tmp_path), seed=3)
+    b = _splits(build_dataset("cifar10", root=str(tmp_path)), seed=3)
     assert len(b.train) == 30 and len(b.test) == 6 and b.num_classes == 10 and b.uint8
     with open(base / "test_batch", "rb") as f:
         raw = pickle.load(f, encoding="latin1")
@@ -67,7 +76,9 @@ def test_imagefolder_pngs(tmp_path):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    b = build_dataset("imagefolder", root=str(tmp_path), image_size=16)
+    raw = build_dataset("imagefolder", root=str(tmp_path), image_size=16)
+    assert raw.train[0][0].shape == (3, 20, 24)     # images load at their own size; the splits transform them
+    b = _splits(raw)
     assert (len(b.train), len(b.test), b.num_classes) == (6, 4, 2)
     x, y = b.train[4]
     assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y == 1

@@ -2,28 +2,40 @@
 
 The sweep logic lives here and knows nothing about launchers: a job receives ``shard`` and
 ``shards`` and runs its stride of the suite, sequentially. Hydra's basic launcher (one job),
-joblib launcher (local processes) and submitit launcher (Slurm) all just start jobs.
+joblib launcher (local processes) and submitit launcher (Slurm) all just start jobs. Runners
+may also share one list without shards: each run is leased in the database while it trains
+(claimed atomically, kept alive by a heartbeat, taken over when stale), so no run is trained
+twice at once and a killed runner's run is picked up by the next one.
 
 Each run is executed in a forked child process by default (``isolation="fork"``): a crash,
 even a hard one, is recorded as a failed run and the suite goes on, and the child's peak memory
-is its own. ``isolation="inprocess"`` runs in the calling process (Python exceptions are still
-caught).
+is its own. On Linux the child is killed when the runner dies (``PR_SET_PDEATHSIG``), so a
+SIGKILLed runner leaves nothing training. ``isolation="inprocess"`` runs in the calling process
+(Python exceptions are still caught).
+
+The trainer (``train_fn``) and ``preload`` modules are imported by dotted path only from the
+``openmix`` package or from packages listed in ``allow_modules``.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
 import hashlib
 import importlib
 import json
+import math
 import multiprocessing
 import os
 import platform
+import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,12 +43,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..files import write_json_atomic
 from ..paths import config_dir
-from .db import ResultsDB, RunRecord
-from .suite import RunSpec, Suite
+from .db import COLUMNS, ResultsDB, ResultsDBError, RunRecord, new_owner
+from .suite import RunSpec, Suite, SuiteConfigError, summary_value
+from .tuning import decide, describe, write_decision
 
 ISOLATIONS = ("fork", "inprocess")
 DEFAULT_TRAIN_FN = "openmix.train.app:train"
 DEFAULT_HASH_EXCLUDE = ("trainer.out_dir", "hydra")
+RECORD_FILE = "bench_record.json"   # the run's database row, beside its outputs (rebuild_db)
+_CALLABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+_PR_SET_PDEATHSIG = 1
 
 
 def default_config_dir() -> Path:
@@ -108,16 +124,43 @@ def config_hash(resolved: dict) -> str:
 
 
 # ---- calling the trainer -----------------------------------------------------------------
-def load_train_fn(spec: str | Callable) -> Callable[[DictConfig], dict]:
-    """``"package.module:function"`` -> the function (callables pass through)."""
+TRUSTED_PACKAGE = "openmix"
+
+
+def check_module_allowed(module: str, allow_modules: Iterable[str], key: str) -> None:
+    """Refuse importing ``module`` unless it is ``openmix`` (or under it) or under one of
+    ``allow_modules`` (an explicit list of trusted packages or modules)."""
+    allowed = (TRUSTED_PACKAGE, *allow_modules)
+    if not any(module == a or module.startswith(a + ".") for a in allowed):
+        raise SuiteConfigError(
+            f"{key} must name a module under 'openmix' or under allow_modules "
+            f"{list(allow_modules)}, got {module!r}; to trust your own package, add it: "
+            f"'allow_modules=[{module.split('.')[0]}]' (in Python: RunnerOptions(allow_modules="
+            f"('{module.split('.')[0]}',)), or pass the function itself as train_fn)")
+
+
+def check_train_fn(spec: str | Callable, allow_modules: Iterable[str] = ()) -> None:
+    """Refuse a ``train_fn`` that is not a callable nor ``'package.module:function'`` in an
+    allowed module (nothing is imported)."""
+    if callable(spec):
+        return
+    if not isinstance(spec, str) or not _CALLABLE.fullmatch(spec):
+        raise SuiteConfigError(f"train_fn must be 'package.module:function', got {spec!r}")
+    check_module_allowed(spec.partition(":")[0], tuple(allow_modules), "train_fn")
+
+
+def load_train_fn(spec: str | Callable,
+                  allow_modules: Iterable[str] = ()) -> Callable[[DictConfig], dict]:
+    """``"package.module:function"`` -> the function (callables pass through). Only modules
+    under ``openmix`` or under ``allow_modules`` are imported."""
+    check_train_fn(spec, allow_modules)
     if callable(spec):
         return spec
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"train_fn: got {spec!r}, expected 'package.module:function'")
     module, _, attr = spec.partition(":")
     fn = getattr(importlib.import_module(module), attr, None)
     if not callable(fn):
-        raise ValueError(f"train_fn: got {spec!r}, but {module} has no callable {attr!r}")
+        raise SuiteConfigError(f"train_fn must name a callable, got {spec!r} ({module} has no "
+                               f"callable {attr!r})")
     return fn
 
 
@@ -132,23 +175,35 @@ def call_trainer(train_fn: Callable[[DictConfig], dict], cfg: DictConfig, out_di
     return summary
 
 
-def preload(train_fn: str | Callable, modules: Iterable[str] = (),
+def preload(modules: Iterable[str] = (), allow_modules: Iterable[str] = (),
             log: Callable[[str], None] = print) -> None:
-    """Import the trainer and ``modules`` once in this process, so that forked runs start
-    without paying for the imports (torch, timm, scikit-learn take seconds each)."""
-    try:
-        load_train_fn(train_fn)
-    except ImportError as err:
-        log(f"note: could not import the trainer ({err}); every run will fail")
+    """Import ``modules`` once in this process, so that forked runs start without paying for
+    the imports (torch, timm, scikit-learn take seconds each). Same trust rule as train_fn."""
     for name in modules:
+        check_module_allowed(str(name), tuple(allow_modules), "preload")
         try:
             importlib.import_module(name)
         except ImportError as err:
             log(f"note: preload of {name!r} failed: {err}")
 
 
-def _child(train_fn_spec, cfg: DictConfig, out_dir: str, threads: int | None) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    killed runner leaves no run training; elsewhere nothing is set."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child(train_fn: Callable, cfg: DictConfig, out_dir: str, threads: int | None,
+           parent_pid: int) -> None:
     """The forked run: output to <out_dir>/train.log, result to <out_dir>/bench_result.json."""
+    _die_with_parent(parent_pid)
     out = Path(out_dir)
     log = open(out / "train.log", "a", buffering=1)
     os.dup2(log.fileno(), 1)
@@ -162,58 +217,109 @@ def _child(train_fn_spec, cfg: DictConfig, out_dir: str, threads: int | None) ->
         # unless told otherwise. openmix-bench's own parent never runs torch ops, so there
         # threads_per_run > 1 is safe.
         torch.set_num_threads(int(threads) if threads else 1)
-        summary = call_trainer(load_train_fn(train_fn_spec), cfg, out)
-        _write_json(out / "bench_result.json", {"summary": summary})
+        summary = call_trainer(train_fn, cfg, out)
+        write_json_atomic(out / "bench_result.json", {"summary": summary}, indent=None)
     except BaseException:  # noqa: BLE001 - everything is reported to the parent
         text = traceback.format_exc()
         log.write(text)
-        _write_json(out / "bench_result.json", {"error": text})
+        write_json_atomic(out / "bench_result.json", {"error": text}, indent=None)
         log.flush()
         os._exit(1)
     log.flush()
     os._exit(0)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    write_json_atomic(path, payload, indent=None)
+class _Heartbeat:
+    """Calls ``beat`` every ``every_s`` seconds on a thread while a run trains in-process."""
+
+    def __init__(self, beat: Callable[[], None] | None, every_s: float):
+        self.beat, self.every_s = beat, every_s
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self) -> "_Heartbeat":
+        if self.beat is not None:
+            self._thread = threading.Thread(target=self._loop, name="openmix-bench-lease",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.beat()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _run_inprocess(train_fn: Callable, cfg: DictConfig,
+                   out_dir: Path) -> tuple[dict | None, str | None]:
+    try:
+        return call_trainer(train_fn, cfg, out_dir), None
+    except Exception:  # noqa: BLE001 - a failing run is a result, not a crash of the suite
+        return None, traceback.format_exc()
+
+
+def _wait_child(proc, timeout_s: float | None, heartbeat: Callable[[], None] | None,
+                heartbeat_s: float) -> bool:
+    """Join the child, calling ``heartbeat`` between waits; False if it timed out."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        wait = heartbeat_s if deadline is None else max(0.0, min(heartbeat_s,
+                                                                 deadline - time.monotonic()))
+        proc.join(wait)
+        if not proc.is_alive():
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if heartbeat is not None:
+            heartbeat()
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
 
 
 def execute(
-    train_fn_spec: str | Callable,
+    train_fn: str | Callable,
     cfg: DictConfig,
     out_dir: Path,
     isolation: str = "fork",
     timeout_s: float | None = None,
     threads: int | None = None,
+    heartbeat: Callable[[], None] | None = None,
+    heartbeat_s: float = 30.0,
 ) -> tuple[dict | None, str | None]:
-    """Run one training; returns ``(summary, None)`` or ``(None, error text)``."""
+    """Run one training; returns ``(summary, None)`` or ``(None, error text)``.
+
+    ``heartbeat`` is called every ``heartbeat_s`` seconds while the run trains (the lease)."""
     if isolation not in ISOLATIONS:
-        raise ValueError(f"isolation: got {isolation!r}, expected one of {ISOLATIONS}")
+        raise SuiteConfigError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    train_fn = load_train_fn(train_fn)
     out_dir.mkdir(parents=True, exist_ok=True)
     result_path = out_dir / "bench_result.json"
     result_path.unlink(missing_ok=True)
     if isolation == "inprocess":
-        try:
-            return call_trainer(load_train_fn(train_fn_spec), cfg, out_dir), None
-        except Exception:  # noqa: BLE001 - a failing run is a result, not a crash of the suite
-            return None, traceback.format_exc()
+        with _Heartbeat(heartbeat, heartbeat_s):
+            return _run_inprocess(train_fn, cfg, out_dir)
 
     # fork: the child inherits the imported modules and the config object, nothing is pickled
     ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(target=_child, args=(train_fn_spec, cfg, str(out_dir), threads))
+    proc = ctx.Process(target=_child, args=(train_fn, cfg, str(out_dir), threads, os.getpid()))
     proc.start()
     try:
-        proc.join(timeout_s)
+        finished = _wait_child(proc, timeout_s, heartbeat, heartbeat_s)
     except BaseException:
-        proc.terminate()
-        proc.join(5)
+        _stop(proc)
         raise
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+    if not finished:
+        _stop(proc)
         return None, f"timed out after {timeout_s} s"
     payload = json.loads(result_path.read_text()) if result_path.is_file() else {}
     if proc.exitcode == 0 and "summary" in payload:
@@ -252,6 +358,14 @@ def _environment() -> dict:
     return env
 
 
+def headline_of(summary: dict, metric: str | None) -> float | None:
+    """The finite number at ``metric`` in ``summary`` (see ``summary_value``), else None."""
+    value = summary_value(summary, metric) if metric else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def build_record(
     spec: RunSpec,
     suite: Suite,
@@ -264,46 +378,33 @@ def build_record(
     wall: float,
 ) -> RunRecord:
     summary = summary or {}
-    final = summary.get("final") or {}
     metric = suite.headline.get(spec.task)
-    headline = final.get(metric) if metric else None
     versions = dict(_environment())
     versions.update(summary.get("versions") or {})
-    history = summary.get("history") or []
     history_path = out_dir / "summary.json"
     return RunRecord(
-        suite=spec.suite,
-        config_hash=digest,
-        status="ok" if error is None else "failed",
-        dataset=spec.dataset,
-        model=spec.model,
-        policy=spec.policy,
-        seed=spec.seed,
+        suite=spec.suite, config_hash=digest, status="ok" if error is None else "failed",
+        dataset=spec.dataset, model=spec.model, policy=spec.policy, seed=spec.seed,
         task=summary.get("task", spec.task),
         mix_name=_name(resolved.get("mix")) or summary.get("policy"),
         policy_args=_args(resolved.get("mix")),
         # the trainer's resolved loss (loss=auto becomes soft_ce or mse), else the config's
         loss=summary.get("loss") or _name(resolved.get("loss")),
         loss_args=_args(resolved.get("loss")),
-        epochs=summary.get("epochs"),
-        headline_metric=metric,
-        headline=None if headline is None else float(headline),
-        final=final,
-        history=history,
+        epochs=summary.get("epochs"), headline_metric=metric,
+        headline=headline_of(summary, metric), final=summary.get("final") or {},
+        history=summary.get("history") or [],
         history_path=str(history_path) if history_path.is_file() else None,
         seconds_per_epoch=summary.get("seconds_per_epoch"),
         samples_per_second=summary.get("samples_per_second"),
         peak_memory_mb=summary.get("peak_memory_mb"),
         device=None if summary.get("device") is None else str(summary.get("device")),
-        versions=versions,
-        hostname=socket.gethostname(),
-        config=resolved,
-        overrides=list(spec.overrides),
-        out_dir=str(out_dir),
-        error=None if error is None else error[-8000:],
-        started_at=started,
-        finished_at=_now(),
-        wall_seconds=wall,
+        versions=versions, hostname=socket.gethostname(), config=resolved,
+        overrides=list(spec.overrides), out_dir=str(out_dir),
+        error=None if error is None else error[-8000:], started_at=started,
+        finished_at=_now(), wall_seconds=wall, role=spec.role,
+        tuned=dict(spec.trial or spec.chosen), selected=summary.get("selected") or {},
+        reports=summary.get("reports") or {},
     )
 
 
@@ -323,6 +424,28 @@ class RunnerOptions:
     force: bool = False
     dry_run: bool = False
     preload: tuple[str, ...] = ()
+    allow_modules: tuple[str, ...] = ()   # trusted packages besides openmix (train_fn, preload)
+    lease_timeout_s: float = 300.0        # a lease without heartbeat this long is taken over
+    heartbeat_s: float = 30.0             # how often a training run's lease is refreshed
+    poll_s: float = 5.0                   # how often to look for trials other runners hold
+
+    def validate(self) -> None:
+        if self.isolation not in ISOLATIONS:
+            raise SuiteConfigError(f"isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
+        for key in ("lease_timeout_s", "heartbeat_s", "poll_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise SuiteConfigError(f"{key} must be a positive number of seconds, got {value!r}")
+        if self.heartbeat_s >= self.lease_timeout_s:
+            raise SuiteConfigError(f"heartbeat_s must be below lease_timeout_s "
+                                   f"({self.lease_timeout_s}), got {self.heartbeat_s!r}")
+        check_train_fn(self.train_fn, self.allow_modules)
+        for module in self.preload:
+            check_module_allowed(str(module), self.allow_modules, "preload")
+        if self.timeout_s is not None and not (isinstance(self.timeout_s, (int, float))
+                                               and self.timeout_s > 0):
+            raise SuiteConfigError(f"timeout_s must be null or a positive number of seconds, "
+                                   f"got {self.timeout_s!r}")
 
 
 @dataclass
@@ -330,7 +453,9 @@ class SuiteReport:
     ran: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    taken: list[str] = field(default_factory=list)   # runs another runner was executing
     planned: list[tuple[str, str, bool]] = field(default_factory=list)  # label, hash, done
+    tuned: dict[str, dict] = field(default_factory=dict)  # cell -> chosen values
 
 
 def _set_key(cfg: DictConfig, dotted: str, value: Any) -> None:
@@ -344,69 +469,225 @@ def run_suite(
     options: RunnerOptions,
     log: Callable[[str], None] = print,
 ) -> SuiteReport:
-    """Run ``runs`` (a shard of ``suite``) one after the other, recording each in the DB."""
-    if options.isolation not in ISOLATIONS:
-        raise ValueError(f"isolation: got {options.isolation!r}, expected one of {ISOLATIONS}")
-    isolation = options.isolation
-    if isolation == "fork" and "fork" not in multiprocessing.get_all_start_methods():
-        log("note: this platform cannot fork; running each run in this process instead")
-        isolation = "inprocess"
-    db = ResultsDB(options.db_path)
-    done = db.completed_hashes(suite.name)
-    if not options.dry_run:
-        preload(options.train_fn, options.preload, log)
-    report = SuiteReport()
-    total = len(runs)
-    for i, spec in enumerate(runs, 1):
-        prefix = f"[{i}/{total}] {spec.label}"
+    """Run ``runs`` (a part of ``suite``) one after the other, recording each in the DB.
+
+    Each run is leased in the database while it trains, so several runners can work through
+    the same list at once; tuned runs first get their cell's trials run and decided."""
+    return SuiteRunner(suite, options, log).run(list(runs))
+
+
+_WAIT = object()  # a tuning trial is still running in another runner
+
+
+class SuiteRunner:
+    """Works through a list of runs of one suite: claim each run's lease in the database,
+    train it, record it, release it; runs that are tuned wait for their cell's decision."""
+
+    def __init__(self, suite: Suite, options: RunnerOptions, log: Callable[[str], None]):
+        options.validate()
+        self.suite, self.options, self.log = suite, options, log
+        self.isolation = options.isolation
+        if self.isolation == "fork" and "fork" not in multiprocessing.get_all_start_methods():
+            log("note: this platform cannot fork; running each run in this process instead")
+            self.isolation = "inprocess"
+        self.db = ResultsDB(options.db_path)
+        self.owner = new_owner()
+        self.report = SuiteReport()
+        self.train_fn: Callable | None = None
+        self._prepared: dict[tuple[str, ...], tuple[DictConfig, dict, str]] = {}
+        self._done_count, self._total = 0, 0
+
+    # ---- the plan ------------------------------------------------------------------------
+    def run(self, runs: list[RunSpec]) -> SuiteReport:
+        trials = self._trials_for(runs)
+        self._total = len(trials) + len(runs)
+        if self.options.dry_run:
+            self._plan(trials, runs)
+            return self.report
+        self.train_fn = load_train_fn(self.options.train_fn, self.options.allow_modules)
+        preload(self.options.preload, self.options.allow_modules, self.log)
+        for trial in trials:
+            self.run_one(trial)
+        queue = runs
+        while queue:
+            waiting = [spec for spec in queue if not self._run_or_wait(spec)]
+            if waiting:
+                self.log(f"waiting for tuning trials that other runners are training "
+                         f"({len(waiting)} runs wait)")
+                time.sleep(self.options.poll_s)
+            queue = waiting
+        return self.report
+
+    def _run_or_wait(self, spec: RunSpec) -> bool:
+        """Run ``spec`` (with its cell's tuned values); False if the decision must wait."""
+        if spec.needs_choice:
+            choice = self._choice(spec)
+            if choice is _WAIT:
+                return False
+            if isinstance(choice, str):
+                self._count()
+                self.report.failed.append(spec.label)
+                self.log(f"{self._prefix(spec)}: FAILED: {choice}")
+                return True
+            spec = spec.with_choice(choice)
+        self.run_one(spec)
+        return True
+
+    def _trials_for(self, runs: list[RunSpec]) -> list[RunSpec]:
+        cells = {r.cell for r in runs if r.needs_choice}
+        cells = {c for c in cells if self.db.tuning(self.suite.name, c) is None}
+        return [t for t in self.suite.trials if t.cell in cells]
+
+    def _plan(self, trials: list[RunSpec], runs: list[RunSpec]) -> None:
+        done = self.db.completed_hashes(self.suite.name)
+        for spec in trials + runs:
+            if spec.needs_choice:
+                decided = self.db.tuning(self.suite.name, spec.cell)
+                if decided is None:
+                    self._count()
+                    self.report.planned.append((spec.label, "", False))
+                    self.log(f"{self._prefix(spec)} to tune")
+                    continue
+                spec = spec.with_choice(decided["choice"])
+            digest = self.prepare(spec)[2]
+            self._count()
+            self.report.planned.append((spec.label, digest, digest in done))
+            self.log(f"{self._prefix(spec)} {digest[:12]} {'done' if digest in done else 'to run'}")
+
+    # ---- one run -------------------------------------------------------------------------
+    def prepare(self, spec: RunSpec) -> tuple[DictConfig, dict, str]:
+        """The run's composed trainer config, its resolved form and its hash (cached)."""
+        key = spec.overrides
+        if key not in self._prepared:
+            cfg = compose_train_config(spec.overrides, self.options.config_dir,
+                                       self.options.config_name)
+            resolved = resolved_config(cfg, self.options.hash_exclude)
+            self._prepared[key] = (cfg, resolved, config_hash(resolved))
+        return self._prepared[key]
+
+    def _count(self) -> None:
+        self._done_count += 1
+
+    def _prefix(self, spec: RunSpec) -> str:
+        return f"[{self._done_count}/{self._total}] {spec.label}"
+
+    def run_one(self, spec: RunSpec) -> str:
+        """Claim, train and record one run: ``"ran"``, ``"failed"``, ``"skipped"`` (done) or
+        ``"taken"`` (another runner holds its lease)."""
         try:
-            cfg = compose_train_config(spec.overrides, options.config_dir, options.config_name)
-            resolved = resolved_config(cfg, options.hash_exclude)
+            cfg, resolved, digest = self.prepare(spec)
         except Exception as err:  # noqa: BLE001 - a bad entry is a failed run, not a dead suite
-            if options.dry_run:
-                raise
-            # no config to hash: identify the failed run by its overrides instead
-            digest = config_hash({"unresolved_overrides": list(spec.overrides)})
-            error = f"composing the trainer config failed: {type(err).__name__}: {err}"
-            record = build_record(spec, suite, digest, {}, Path(options.runs_dir), None, error,
-                                  _now(), 0.0)
-            db.record(record, force=options.force)
-            report.failed.append(spec.label)
-            log(f"{prefix}: FAILED: {error}")
-            continue
-        digest = config_hash(resolved)
-        exists = digest in done
-        if options.dry_run:
-            report.planned.append((spec.label, digest, exists))
-            log(f"{prefix} {digest[:12]} {'done' if exists else 'to run'}")
-            continue
-        if exists and not options.force:
-            report.skipped.append(spec.label)
-            log(f"{prefix}: in the database ({digest[:12]}), skipped")
-            continue
-        out_dir = (
-            Path(options.runs_dir) / spec.suite / spec.dataset / spec.model
-            / _safe(spec.policy) / f"seed{spec.seed}-{digest[:12]}"
-        ).resolve()
+            return self._record_uncomposable(spec, err)
+        options, name = self.options, self.suite.name
+        state = self.db.claim(name, digest, self.owner, label=spec.label,
+                              stale_after_s=options.lease_timeout_s, force=options.force)
+        self._count()
+        prefix = self._prefix(spec)
+        if state == "done":
+            reused = spec.chosen and self.db.promote(name, digest, dict(spec.chosen))
+            if reused:
+                self._rewrite_record(digest)
+            self.report.skipped.append(spec.label)
+            self.log(f"{prefix}: " + ("the same experiment as its tuning trial, reused"
+                                      if reused else f"in the database ({digest[:12]}), skipped"))
+            return "skipped"
+        if state == "taken":
+            self.report.taken.append(spec.label)
+            self.log(f"{prefix}: another runner is training it ({digest[:12]}), left to it")
+            return "taken"
+        try:
+            record = self._train(spec, cfg, resolved, digest)
+        finally:
+            self.db.release(name, digest, self.owner)
+        return self._report(spec, record, prefix)
+
+    def _train(self, spec: RunSpec, cfg: DictConfig, resolved: dict, digest: str) -> RunRecord:
+        options = self.options
+        out_dir = (Path(options.runs_dir) / spec.suite / spec.dataset / spec.model
+                   / spec.policy / f"seed{spec.seed}-{digest[:12]}").resolve()
         _set_key(cfg, options.out_dir_key, str(out_dir))
         started, t0 = _now(), time.perf_counter()
         summary, error = execute(
-            options.train_fn, cfg, out_dir, isolation, options.timeout_s,
-            options.threads_per_run,
+            self.train_fn or options.train_fn, cfg, out_dir, self.isolation, options.timeout_s,
+            options.threads_per_run, heartbeat=lambda: self._heartbeat(digest),
+            heartbeat_s=options.heartbeat_s,
         )
         wall = time.perf_counter() - t0
-        record = build_record(spec, suite, digest, resolved, out_dir, summary, error, started, wall)
-        db.record(record, force=options.force)
-        if error is None:
-            report.ran.append(spec.label)
+        record = build_record(spec, self.suite, digest, resolved, out_dir, summary, error,
+                              started, wall)
+        self.db.record(record, force=options.force)
+        write_json_atomic(out_dir / RECORD_FILE, asdict(record))
+        return record
+
+    def _rewrite_record(self, digest: str) -> None:
+        """Keep the run folder's record equal to its (promoted) database row."""
+        row = self.db.row(self.suite.name, digest)
+        if row and row.get("out_dir") and Path(row["out_dir"]).is_dir():
+            write_json_atomic(Path(row["out_dir"]) / RECORD_FILE,
+                              {k: row[k] for k in COLUMNS if k in row})
+
+    def _heartbeat(self, digest: str) -> None:
+        try:
+            if not self.db.heartbeat(self.suite.name, digest, self.owner):
+                self.log(f"note: the lease on {digest[:12]} was taken over by another runner")
+        except ResultsDBError as err:  # a missed heartbeat is not worth killing the run
+            self.log(f"note: lease heartbeat failed: {err}")
+
+    def _report(self, spec: RunSpec, record: RunRecord, prefix: str) -> str:
+        wall = record.wall_seconds or 0.0
+        if record.status == "ok":
+            self.report.ran.append(spec.label)
             shown = "n/a" if record.headline is None else f"{record.headline:.4g}"
-            log(f"{prefix}: ok {record.headline_metric}={shown} ({wall:.1f} s)")
-        else:
-            report.failed.append(spec.label)
-            last = error.strip().splitlines()[-1] if error.strip() else error
-            log(f"{prefix}: FAILED ({wall:.1f} s): {last}")
-    return report
+            self.log(f"{prefix}: ok {record.headline_metric}={shown} ({wall:.1f} s)")
+            if record.headline is None:
+                self.log(f"note: the run's summary has no number at {record.headline_metric!r} "
+                         f"(the suite's headline for {spec.task}); its headline is left empty")
+            return "ran"
+        self.report.failed.append(spec.label)
+        error = record.error or ""
+        last = error.strip().splitlines()[-1] if error.strip() else error
+        self.log(f"{prefix}: FAILED ({wall:.1f} s): {last}")
+        return "failed"
 
+    def _record_uncomposable(self, spec: RunSpec, err: Exception) -> str:
+        if self.options.dry_run:
+            raise err
+        # no config to hash: identify the failed run by its overrides instead
+        digest = config_hash({"unresolved_overrides": list(spec.overrides)})
+        error = f"composing the trainer config failed: {type(err).__name__}: {err}"
+        record = build_record(spec, self.suite, digest, {}, Path(self.options.runs_dir), None,
+                              error, _now(), 0.0)
+        self.db.record(record, force=self.options.force)
+        self._count()
+        self.report.failed.append(spec.label)
+        self.log(f"{self._prefix(spec)}: FAILED: {error}")
+        return "failed"
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in label)
+    # ---- tuning --------------------------------------------------------------------------
+    def _choice(self, spec: RunSpec) -> Any:
+        """The cell's chosen values (dict), ``_WAIT``, or an error text if no trial counts."""
+        stored = self.db.tuning(self.suite.name, spec.cell)
+        if stored is not None:
+            return stored["choice"]
+        results = []
+        for trial in (t for t in self.suite.trials if t.cell == spec.cell):
+            try:
+                digest = self.prepare(trial)[2]
+            except Exception:  # noqa: BLE001 - recorded as a failed trial by run_one
+                results.append((trial, None, None))
+                continue
+            row = self.db.row(self.suite.name, digest)
+            if row is None or self.db.leased_by_other(self.suite.name, digest, self.owner,
+                                                      self.options.lease_timeout_s):
+                if self.run_one(trial) == "taken":
+                    return _WAIT
+                row = self.db.row(self.suite.name, digest)
+            results.append((trial, digest, row))
+        decision = decide(self.suite, spec, results)
+        if isinstance(decision, str):
+            return decision
+        stored = self.db.record_tuning(decision)
+        write_decision(self.options.runs_dir, stored)
+        self.report.tuned[spec.cell] = stored["choice"]
+        self.log(f"tuned {spec.cell}: {describe(stored)}")
+        return stored["choice"]

@@ -1,7 +1,9 @@
 """MixCollate: a drop-in ``collate_fn`` that mixes in the DataLoader workers."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import io
+import pickle
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +20,33 @@ def derive_generator(seed: int, worker_id: int, epoch: int, device: Any = "cpu")
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
     state = np.random.SeedSequence([int(seed), int(worker_id), int(epoch)]).generate_state(1, np.uint64)[0]
     return torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def _rebuild_generator(device: str, state: bytes) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    generator.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return generator
+
+
+class _GeneratorPickler(pickle.Pickler):
+    """Pickles torch.Generator objects as their state bytes.
+
+    torch pickles a Generator with a temporary state tensor; DataLoader's multiprocessing
+    pickler moves that tensor to shared memory, which is freed before a spawn or forkserver
+    worker opens it (the worker dies with "unable to resize file"). Bytes have no such life.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Generator):
+            return _rebuild_generator, (str(obj.device), obj.get_state().numpy().tobytes())
+        return NotImplemented
+
+
+def pickle_with_generators(obj: Any) -> bytes:
+    """``pickle.dumps(obj)``, with every torch.Generator inside stored as its state bytes."""
+    buffer = io.BytesIO()
+    _GeneratorPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def check_input_policy(policy: Any, where: str) -> None:
@@ -39,8 +68,10 @@ class MixCollate:
 
     Randomness: each worker draws from a generator derived from ``(seed, worker id, epoch)``;
     call ``set_epoch(epoch)`` before each epoch (it also reaches persistent workers, through a
-    shared-memory counter). ``keep_mask=False`` drops the (B, 1, *spatial) mask to save
-    inter-process traffic.
+    shared-memory counter). The same seed gives the same batches under every worker start
+    method (fork, spawn, forkserver): a MixCollate pickles its policy with the policy's
+    generators as plain state bytes. ``keep_mask=False`` drops the (B, 1, *spatial) mask to
+    save inter-process traffic.
     """
 
     def __init__(self, policy: Callable, seed: int = 0, keep_mask: bool = False,
@@ -76,6 +107,18 @@ class MixCollate:
                 self.policy.set_epoch(epoch)     # persistent workers hold their own policy copy
                 self._policy_epoch = epoch
         return self._generators[key]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        # the epoch counter stays a tensor: DataLoader's pickler shares it with the workers
+        state["policy"] = pickle_with_generators(self.policy)
+        state["_generators"], state["_policy_epoch"] = {}, None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        state["policy"] = pickle.loads(state["policy"])
+        self.__dict__.update(state)
 
     def __call__(self, samples: Sequence[Any]) -> MixedBatch:
         batch = self.collate(samples)

@@ -48,12 +48,32 @@ class SoftTargetBCE(ClassificationLoss):
 
 @register_loss("ce")
 class HardCrossEntropy(ClassificationLoss):
-    """Plain cross-entropy on the row's own label, ignoring the mix (for ``vanilla`` runs only:
-    with a mixing policy the partner's share of the label would be lost)."""
+    """Plain cross-entropy on the row's own class index, for unmixed batches (``vanilla``).
+
+    A mixed batch (any λ < 1) is refused, since ``ce`` would drop the partner's share of the
+    label; use ``soft_ce`` (or ``loss=auto`` in the trainer). The λ check reads λ on the host:
+    on the CPU every call, elsewhere only on the first ``checked_calls`` calls (one host sync
+    each), which catches a mixing policy in the first steps without a sync per step after.
+    """
 
     needs_soft_targets = False
+    checked_calls = 8
+
+    def __init__(self, smoothing: float = 0.0) -> None:
+        super().__init__(smoothing)
+        self.calls = 0
 
     def __call__(self, logits: torch.Tensor, mb: MixedBatch) -> torch.Tensor:
         check_logits(logits, mb)
-        y = mb.y.argmax(dim=1) if mb.y.is_floating_point() else mb.y
-        return F.cross_entropy(logits, y, label_smoothing=self.smoothing)
+        if mb.y.is_floating_point() or mb.y.ndim != 1:
+            raise TypeError(f"ce takes class indices y: (B,) integer, got y of dtype {mb.y.dtype} and shape "
+                            f"{tuple(mb.y.shape)}; for soft or one-hot labels use soft_ce (the same value on "
+                            f"unmixed batches), for regression targets use mse")
+        if mb.lam.device.type == "cpu" or self.calls < self.checked_calls:
+            self.calls += 1
+            mixed = int((mb.lam < 1).sum())
+            if mixed:
+                raise ValueError(f"ce ignores the partner's label, but this batch is mixed ({mixed} of "
+                                 f"{mb.lam.numel()} rows have λ < 1): use soft_ce (or decoupled, bce; "
+                                 f"loss=auto in openmix-train), or keep ce for the vanilla policy")
+        return F.cross_entropy(logits, mb.y, label_smoothing=self.smoothing)

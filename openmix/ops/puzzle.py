@@ -233,13 +233,19 @@ def _relaxed_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, 
 
     unary: (B, n, n, L); wv: (B, n-1, n); wh: (B, n, n-1). Returns levels (B, L-1, n, n).
     """
-    n_labels = unary.shape[-1]
-    three = n_labels == 3
-    if three:
-        w_v, w_h = wv / 4, wh / 4           # (v_p - v_q)**2 = (l_p - l_q)**2 / 4
-    else:
-        w_v, w_h = wv, wh
+    ca, cb, w_v, w_h = _relaxation_costs(unary, wv, wh)
+    if cb is None:
+        return _primal_dual_two_labels(ca, w_v, w_h, iters, theta).unsqueeze(1)
+    return torch.stack(_primal_dual_three_labels(ca, cb, w_v, w_h, iters, theta), dim=1)
+
+
+def _relaxation_costs(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor):
+    """Linear costs of the level variables and the pairwise weights, each problem rescaled so
+    that its linear costs are O(1) (the minimiser does not change). -> (ca, cb or None, w_v, w_h)."""
+    three = unary.shape[-1] == 3
+    w_v, w_h = (wv / 4, wh / 4) if three else (wv, wh)   # 3 labels: (v_p - v_q)**2 = (l_p - l_q)**2 / 4
     ca = unary[..., 1] - unary[..., 0]
+    cb = None
     if three:
         cb = unary[..., 2] - unary[..., 1]
         deg = torch.zeros_like(ca)
@@ -249,67 +255,78 @@ def _relaxed_labelling(unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor, 
         deg[:, :, 1:] += w_h
         ca = ca - 2 * deg
         cb = cb + 2 * deg
-    # rescale each problem so that its linear costs are O(1) (the minimiser does not change)
     scale = 1.0 / ca.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1)
-    ca, w_v, w_h = ca * scale, w_v * scale, w_h * scale
-    # diagonal preconditioning: 1 / (sum |K| over a column) for the primal, 1 / 2 for the duals
-    tau = theta / (8.0 if three else 4.0)
-    sigma = 0.5 / theta
+    return ca * scale, None if cb is None else cb * scale, w_v * scale, w_h * scale
 
-    def grad_t(yv: torch.Tensor, yh: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(ca)
-        out[:, :-1] -= yv
-        out[:, 1:] += yv
-        out[:, :, :-1] -= yh
-        out[:, :, 1:] += yh
-        return out
 
-    def dual_step(y: torch.Tensor, diff: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.add(y, diff, alpha=sigma), lo, hi)
+def _grad_t(yv: torch.Tensor, yh: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The adjoint of the forward differences: duals on vertical (B, n-1, n) and horizontal
+    (B, n, n-1) edges -> (B, n, n)."""
+    out = torch.zeros_like(like)
+    out[:, :-1] -= yv
+    out[:, 1:] += yv
+    out[:, :, :-1] -= yh
+    out[:, :, 1:] += yh
+    return out
 
-    lo_v, lo_h = -w_v, -w_h
+
+def _dual_step(y: torch.Tensor, diff: torch.Tensor, sigma: float, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(torch.add(y, diff, alpha=sigma), lo, hi)
+
+
+def _primal_dual_two_labels(ca: torch.Tensor, w_v: torch.Tensor, w_h: torch.Tensor, iters: int,
+                            theta: float) -> torch.Tensor:
+    """min_a sum ca a + sum w |a_p - a_q| over a in [0, 1]; -> a (B, n, n). Diagonal
+    preconditioning: tau = theta / (sum |K| over a column), sigma = 1 / (2 theta) for the duals."""
+    tau, sigma = theta / 4.0, 0.5 / theta
     a = (ca < 0).to(ca.dtype)
     ya_v, ya_h = torch.zeros_like(w_v), torch.zeros_like(w_h)
-    if three:
-        cb = cb * scale
-        b = (cb < 0).to(ca.dtype) * a
-        yb_v, yb_h = torch.zeros_like(w_v), torch.zeros_like(w_h)
-        z1v, z2v = torch.zeros_like(w_v), torch.zeros_like(w_v)
-        z1h, z2h = torch.zeros_like(w_h), torch.zeros_like(w_h)
-        zero_v, zero_h = torch.zeros_like(w_v), torch.zeros_like(w_h)
-        hi2_v, hi2_h = 2 * w_v, 2 * w_h
     for _ in range(iters):
-        ga = ca + grad_t(ya_v, ya_h)
-        if three:
-            ga[:, :-1] += z1v
-            ga[:, 1:] += z2v
-            ga[:, :, :-1] += z1h
-            ga[:, :, 1:] += z2h
-            gb = cb + grad_t(yb_v, yb_h)
-            gb[:, 1:] -= z1v
-            gb[:, :-1] -= z2v
-            gb[:, :, 1:] -= z1h
-            gb[:, :, :-1] -= z2h
-            a_new, b_new = torch.add(a, ga, alpha=-tau), torch.add(b, gb, alpha=-tau)
-            crossed = b_new > a_new             # project onto 0 <= b <= a <= 1
-            mid = (a_new + b_new) / 2
-            a_new = torch.where(crossed, mid, a_new).clamp_(0, 1)
-            b_new = torch.where(crossed, mid, b_new).clamp_(0, 1)
-            a_bar, b_bar = 2 * a_new - a, 2 * b_new - b
-            a, b = a_new, b_new
-            yb_v = dual_step(yb_v, b_bar[:, 1:] - b_bar[:, :-1], lo_v, w_v)
-            yb_h = dual_step(yb_h, b_bar[:, :, 1:] - b_bar[:, :, :-1], lo_h, w_h)
-            z1v = dual_step(z1v, a_bar[:, :-1] - b_bar[:, 1:], zero_v, hi2_v)
-            z2v = dual_step(z2v, a_bar[:, 1:] - b_bar[:, :-1], zero_v, hi2_v)
-            z1h = dual_step(z1h, a_bar[:, :, :-1] - b_bar[:, :, 1:], zero_h, hi2_h)
-            z2h = dual_step(z2h, a_bar[:, :, 1:] - b_bar[:, :, :-1], zero_h, hi2_h)
-        else:
-            a_new = torch.add(a, ga, alpha=-tau).clamp_(0, 1)
-            a_bar = 2 * a_new - a
-            a = a_new
-        ya_v = dual_step(ya_v, a_bar[:, 1:] - a_bar[:, :-1], lo_v, w_v)
-        ya_h = dual_step(ya_h, a_bar[:, :, 1:] - a_bar[:, :, :-1], lo_h, w_h)
-    return torch.stack([a, b], dim=1) if three else a.unsqueeze(1)
+        a_new = torch.add(a, ca + _grad_t(ya_v, ya_h, ca), alpha=-tau).clamp_(0, 1)
+        a_bar = 2 * a_new - a
+        a = a_new
+        ya_v = _dual_step(ya_v, a_bar[:, 1:] - a_bar[:, :-1], sigma, -w_v, w_v)
+        ya_h = _dual_step(ya_h, a_bar[:, :, 1:] - a_bar[:, :, :-1], sigma, -w_h, w_h)
+    return a
+
+
+def _primal_dual_three_labels(ca: torch.Tensor, cb: torch.Tensor, w_v: torch.Tensor, w_h: torch.Tensor,
+                              iters: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3-label relaxation in the level variables 0 <= b <= a <= 1; -> (a, b), each (B, n, n).
+    z1/z2 are the duals of the cross terms 2 (a_p - b_q)_+ on each edge direction."""
+    tau, sigma = theta / 8.0, 0.5 / theta
+    a = (ca < 0).to(ca.dtype)
+    b = (cb < 0).to(ca.dtype) * a
+    ya_v, ya_h, yb_v, yb_h = (torch.zeros_like(w) for w in (w_v, w_h, w_v, w_h))
+    z1v, z2v, z1h, z2h = (torch.zeros_like(w) for w in (w_v, w_v, w_h, w_h))
+    zero_v, zero_h, hi2_v, hi2_h = torch.zeros_like(w_v), torch.zeros_like(w_h), 2 * w_v, 2 * w_h
+    for _ in range(iters):
+        ga = ca + _grad_t(ya_v, ya_h, ca)
+        ga[:, :-1] += z1v
+        ga[:, 1:] += z2v
+        ga[:, :, :-1] += z1h
+        ga[:, :, 1:] += z2h
+        gb = cb + _grad_t(yb_v, yb_h, ca)
+        gb[:, 1:] -= z1v
+        gb[:, :-1] -= z2v
+        gb[:, :, 1:] -= z1h
+        gb[:, :, :-1] -= z2h
+        a_new, b_new = torch.add(a, ga, alpha=-tau), torch.add(b, gb, alpha=-tau)
+        crossed = b_new > a_new             # project onto 0 <= b <= a <= 1
+        mid = (a_new + b_new) / 2
+        a_new = torch.where(crossed, mid, a_new).clamp_(0, 1)
+        b_new = torch.where(crossed, mid, b_new).clamp_(0, 1)
+        a_bar, b_bar = 2 * a_new - a, 2 * b_new - b
+        a, b = a_new, b_new
+        yb_v = _dual_step(yb_v, b_bar[:, 1:] - b_bar[:, :-1], sigma, -w_v, w_v)
+        yb_h = _dual_step(yb_h, b_bar[:, :, 1:] - b_bar[:, :, :-1], sigma, -w_h, w_h)
+        z1v = _dual_step(z1v, a_bar[:, :-1] - b_bar[:, 1:], sigma, zero_v, hi2_v)
+        z2v = _dual_step(z2v, a_bar[:, 1:] - b_bar[:, :-1], sigma, zero_v, hi2_v)
+        z1h = _dual_step(z1h, a_bar[:, :, :-1] - b_bar[:, :, 1:], sigma, zero_h, hi2_h)
+        z2h = _dual_step(z2h, a_bar[:, :, 1:] - b_bar[:, :, :-1], sigma, zero_h, hi2_h)
+        ya_v = _dual_step(ya_v, a_bar[:, 1:] - a_bar[:, :-1], sigma, -w_v, w_v)
+        ya_h = _dual_step(ya_h, a_bar[:, :, 1:] - a_bar[:, :, :-1], sigma, -w_h, w_h)
+    return a, b
 
 
 def _sweep(labels: torch.Tensor, unary: torch.Tensor, wv: torch.Tensor, wh: torch.Tensor,

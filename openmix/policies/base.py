@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 
 from ..batch import MixedBatch
-from ..checks import check_choice, check_input, check_labels, check_non_negative, check_probability
+from ..checks import check_choice, check_input, check_labels, check_layout, check_non_negative, check_probability
 from ..pairing import build_pairing
 from ..registry import Registry
 from ..schedules import as_schedule
@@ -129,6 +129,20 @@ class MixPolicy:
     def state_dict(self) -> Dict[str, Any]:
         return {"generator": self.generator.get_state(), "epoch": self.epoch}
 
+    # pickling (spawned DataLoader workers, copies): the generator travels as its state bytes
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        generator = state.pop("generator")
+        state["generator_state"] = (str(generator.device), generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        device, raw = state.pop("generator_state")
+        state["generator"] = torch.Generator(device=device)
+        state["generator"].set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+        self.__dict__.update(state)
+
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.set_epoch(state["epoch"])
@@ -194,6 +208,8 @@ class MixPolicy:
         Do not override: subclasses implement ``sample_params``, ``apply`` and ``check_context``.
         """
         check_input(x, "x", *self.spatial_dims)
+        if self.needs == "input":
+            check_layout(x)          # warns on channels-last, grayscale (B, H, W), a single (C, H, W)
         return self._mix(x, y, generator, out, context)
 
     def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
@@ -209,6 +225,8 @@ class MixPolicy:
         if x.dtype != torch.uint8:
             raise TypeError(f"x must be a uint8 tensor for mix_uint8, got dtype {x.dtype}")
         if self.supports_uint8:
+            if self.needs == "input":
+                check_layout(x)
             return self._mix(x, y, generator, out, {})
         _check_out_like(x, out)
         mb = self(x.float(), y, generator=generator)

@@ -20,77 +20,11 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from ..batch import MixedBatch
+from ..features import CHANNELS_FIRST, FeatureLayout, resolve_layout
 from ..ops import blend_with_partner
 from .base import MixPolicy, lam_dtype, register_policy
 
 __all__ = ["FeatureLayout", "CHANNELS_FIRST", "FeatureMixPlan", "FeatureMixPolicy", "ManifoldMix"]
-
-LAYOUT_KINDS = ("channels_first", "tokens")
-
-
-@dataclass(frozen=True)
-class FeatureLayout:
-    """How one stage's output (the hidden state a feature-level policy mixes) is laid out.
-
-    kind: ``"channels_first"``: (B, C, *spatial), e.g. CNN feature maps (num_prefix_tokens 0);
-        ``"tokens"``: (B, N, C), e.g. vision-transformer tokens, of which the first
-        ``num_prefix_tokens`` (class / register / distillation tokens) are not patches.
-    """
-
-    kind: str = "channels_first"
-    num_prefix_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in LAYOUT_KINDS:
-            raise ValueError(f"FeatureLayout kind must be one of {list(LAYOUT_KINDS)}, got {self.kind!r}")
-        n = self.num_prefix_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"FeatureLayout num_prefix_tokens must be an int >= 0, got {n!r}")
-        if self.kind == "channels_first" and n != 0:
-            raise ValueError(f"FeatureLayout num_prefix_tokens applies to kind='tokens' only; got "
-                             f"num_prefix_tokens={n} with kind='channels_first' (accepted there: 0)")
-
-    @classmethod
-    def tokens(cls, num_prefix_tokens: int = 0) -> "FeatureLayout":
-        """Tokens (B, N, C) whose first ``num_prefix_tokens`` are prefix (e.g. class) tokens."""
-        return cls("tokens", num_prefix_tokens)
-
-    @property
-    def is_tokens(self) -> bool:
-        return self.kind == "tokens"
-
-    def check(self, h: torch.Tensor, name: str = "h") -> None:
-        """Raise ValueError when ``h`` does not fit a token layout (3-D, fewer prefix tokens than N)."""
-        if not isinstance(h, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(h).__name__}")
-        if self.kind == "channels_first":      # (B, C, *spatial): each policy checks what it needs
-            return
-        if h.ndim != 3:
-            raise ValueError(f"{name} must have shape (B, N, C) (3 dims) for layout={self}, got shape "
-                             f"{tuple(h.shape)} ({h.ndim} dims); accepted: token features (B, N, C), or "
-                             f"layout=FeatureLayout('channels_first') for (B, C, *spatial) feature maps")
-        if self.num_prefix_tokens >= h.shape[1]:
-            raise ValueError(f"layout.num_prefix_tokens={self.num_prefix_tokens} must be smaller than the token "
-                             f"count N={h.shape[1]} of {name} with shape {tuple(h.shape)}; accepted: "
-                             f"0 <= num_prefix_tokens < N (at least one patch token)")
-
-    def __str__(self) -> str:
-        if self.kind == "tokens":
-            return f"FeatureLayout.tokens(num_prefix_tokens={self.num_prefix_tokens})"
-        return "FeatureLayout('channels_first')"
-
-
-CHANNELS_FIRST = FeatureLayout()
-
-
-def resolve_layout(layout: Optional[FeatureLayout]) -> FeatureLayout:
-    """``None`` -> channels-first; a FeatureLayout as given; anything else: TypeError."""
-    if layout is None:
-        return CHANNELS_FIRST
-    if not isinstance(layout, FeatureLayout):
-        raise TypeError(f"layout must be a FeatureLayout (channels-first or FeatureLayout.tokens(p)) or None "
-                        f"(channels-first), got {type(layout).__name__}: {layout!r}")
-    return layout
 
 
 @dataclass

@@ -41,6 +41,9 @@ class PuzzleMix(MixPolicy):
         mean, std: per-channel normalisation of ``x`` (sequences of C numbers), undone for the data
             smoothness term, which the authors compute on [0, 1] pixels. None: ``x`` as given.
         solver_iters: primal-dual iterations of the labelling solver (-1: ``max(24, 4 n)``).
+        clean_lam: the authors' ``clean_lam`` (their default 0): 0 computes the saliency with the model
+            in eval mode and trains on the mixed batch only; > 0 computes it in train mode and adds
+            ``2 · clean_lam · CE(clean batch) / num_classes`` to the training loss, as their code does.
         mode, p, pairing, stop_epoch, seed, inplace: see ``MixPolicy``. ``mode="batch"`` (the
             authors') draws one λ₀ per batch; "elem"/"pair" per row/pair. The grid is per batch.
     """
@@ -54,8 +57,9 @@ class PuzzleMix(MixPolicy):
                  beta: float = 1.2, gamma: float = 0.5, eta: float = 0.2, neigh_size: int = 4,
                  transport: bool = True, t_eps: float = 0.8, t_size: int = 4,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 solver_iters: int = -1, mode: str = "batch", p: Any = 1.0, pairing: Any = "random",
-                 stop_epoch: Optional[int] = None, seed: Optional[int] = None, inplace: bool = False) -> None:
+                 solver_iters: int = -1, clean_lam: float = 0.0, mode: str = "batch", p: Any = 1.0,
+                 pairing: Any = "random", stop_epoch: Optional[int] = None, seed: Optional[int] = None,
+                 inplace: bool = False) -> None:
         super().__init__(alpha=alpha, mode=mode, p=p, pairing=pairing, stop_epoch=stop_epoch, seed=seed,
                          inplace=inplace)
         if (isinstance(grid_sizes, (str, bytes)) or not isinstance(grid_sizes, Sequence) or not grid_sizes
@@ -84,6 +88,9 @@ class PuzzleMix(MixPolicy):
         if isinstance(solver_iters, bool) or not isinstance(solver_iters, int) or (solver_iters < 1 and solver_iters != -1):
             raise ValueError(f"solver_iters must be a positive int or -1 (automatic), got {solver_iters!r}")
         self.solver_iters = solver_iters
+        if isinstance(clean_lam, bool) or not isinstance(clean_lam, (int, float)) or not 0 <= clean_lam < float("inf"):
+            raise ValueError(f"clean_lam must be a finite number >= 0 (authors: 0), got {clean_lam!r}")
+        self.clean_lam = float(clean_lam)
 
     # -- checks ------------------------------------------------------------------------------
     def check_loss(self, loss_fn: Any) -> None:

@@ -20,25 +20,43 @@ and epochs differ.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["DataBundle", "DatasetNotFoundError", "build_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DataBundle", "DatasetInfo", "DatasetNotFoundError", "build_dataset", "dataset_info", "list_datasets",
+           "register_dataset"]
 
-_DATASETS: dict[str, Callable[..., "DataBundle"]] = {}
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its task and the builder that loads it (``builder(**data_kwargs)``)."""
+    name: str
+    task: str                      # "classification" | "regression"
+    builder: Callable[..., "DataBundle"]
 
 
-def register_dataset(name: str):
+_DATASETS: dict[str, DatasetInfo] = {}
+
+
+def register_dataset(name: str, task: str):
+    """Register ``builder(**kwargs) -> DataBundle`` under ``name``; its keyword arguments are the
+    dataset's config keys (checked by the trainer's settings against the signature)."""
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+
     def deco(fn):
-        _DATASETS[name] = fn
+        if name in _DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _DATASETS[name] = DatasetInfo(name, task, fn)
         return fn
     return deco
 
@@ -47,14 +65,22 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset data.name={name!r}; choose one of {list_datasets()}")
+    return _DATASETS[name]
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A real dataset is not on disk: says where we looked, what we expected, how to get it."""
 
 
 @dataclass
 class DataBundle:
+    """What a dataset builder returns; ``openmix.train.splits.make_splits`` then carves the
+    validation split, applies label noise / per-class subsets and wraps the augmentation."""
     name: str
-    train: Dataset
+    train: Dataset                          # the whole training set, unaugmented, with ``.y`` labels
     test: Dataset
     task: str                               # "classification" | "regression"
     input_shape: tuple[int, ...]            # (C, *spatial) of one sample
@@ -65,6 +91,10 @@ class DataBundle:
     target_mean: float = 0.0                # regression: original = standardised * std + mean
     target_std: float = 1.0
     default_model: str = "small_cnn"
+    train_transform: Callable | None = None  # (x, generator) -> x: per-sample random augmentation
+    eval_transform: Callable | None = None   # (x, None) -> x: deterministic, for validation and test
+    val_from: str = "stratified"            # how the validation split is carved: stratified | random | tail
+    val: Dataset | None = None              # set by make_splits
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,32 +117,7 @@ class TensorPairs(Dataset):
         return self.x[i], self.y[i]
 
 
-class Augmented(Dataset):
-    """Wraps a dataset of (x, y) and applies ``transform(x, generator)`` with a per-sample,
-    per-epoch seeded generator. ``set_epoch`` must be called before each epoch's iterator."""
-
-    def __init__(self, base: Dataset, transform: Callable, seed: int = 0):
-        self.base, self.transform, self.seed, self.epoch = base, transform, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        x, y = self.base[i]
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(i)) % (2**63 - 1))
-        return self.transform(x, g), y
-
-
 # ----------------------------------------------------------------------------------------- helpers
-def _limit(x: torch.Tensor, y: torch.Tensor, n: int | None):
-    if n is None or n <= 0 or n >= x.shape[0]:
-        return x, y
-    return x[:n], y[:n]
-
-
 def _stratified_split(y: np.ndarray, test_fraction: float, seed: int):
     from sklearn.model_selection import train_test_split
     idx = np.arange(len(y))
@@ -125,9 +130,8 @@ def _check_fraction(test_fraction: float) -> None:
 
 
 # -------------------------------------------------------------------------------------- embedded
-@register_dataset("digits")
-def _digits(test_fraction: float = 0.2, split_seed: int = 0, train_size: int | None = None,
-            test_size: int | None = None, **_) -> DataBundle:
+@register_dataset("digits", "classification")
+def _digits(test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes); x: (1, 8, 8) in [0, 1]."""
     from sklearn.datasets import load_digits
     _check_fraction(test_fraction)
@@ -136,15 +140,12 @@ def _digits(test_fraction: float = 0.2, split_seed: int = 0, train_size: int | N
     y = torch.tensor(d.target, dtype=torch.long)
     tr, te = _stratified_split(d.target, test_fraction, split_seed)
     x = (x - 0.5) / 0.5  # roughly zero-centred
-    xtr, ytr = _limit(x[tr], y[tr], train_size)
-    xte, yte = _limit(x[te], y[te], test_size)
-    return DataBundle("digits", TensorPairs(xtr, ytr), TensorPairs(xte, yte), "classification",
+    return DataBundle("digits", TensorPairs(x[tr], y[tr]), TensorPairs(x[te], y[te]), "classification",
                       (1, 8, 8), num_classes=10, default_model="small_cnn")
 
 
-@register_dataset("mnist1d")
-def _mnist1d(num_samples: int = 5000, split_seed: int = 42, train_size: int | None = None,
-             test_size: int | None = None, **_) -> DataBundle:
+@register_dataset("mnist1d", "classification")
+def _mnist1d(num_samples: int = 5000, split_seed: int = 42) -> DataBundle:
     """mnist1d's make_dataset (generated locally, no download); x: (1, 40) signals, 10 classes."""
     import random
     from mnist1d.data import get_dataset_args, make_dataset
@@ -157,15 +158,15 @@ def _mnist1d(num_samples: int = 5000, split_seed: int = 42, train_size: int | No
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    xtr, ytr = _limit(torch.tensor(d["x"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y"]).long(), train_size)
-    xte, yte = _limit(torch.tensor(d["x_test"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y_test"]).long(), test_size)
+    xtr, ytr = torch.tensor(d["x"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y"]).long()
+    xte, yte = torch.tensor(d["x_test"], dtype=torch.float32).unsqueeze(1), torch.tensor(d["y_test"]).long()
     return DataBundle("mnist1d", TensorPairs(xtr, ytr), TensorPairs(xte, yte), "classification",
                       (1, xtr.shape[-1]), num_classes=10, default_model="conv1d")
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", "classification")
 def _synthetic(num_train: int = 256, num_test: int = 128, num_classes: int = 4, channels: int = 3,
-               size: int = 8, split_seed: int = 0, **_) -> DataBundle:
+               size: int = 8, split_seed: int = 0) -> DataBundle:
     """Tiny learnable image task for smoke tests: class-dependent mean patterns plus noise.
     x: (channels, size, size)."""
     g = torch.Generator().manual_seed(split_seed)
@@ -188,11 +189,11 @@ def _regression_bundle(name, xtr, ytr, xte, yte, default_model) -> DataBundle:
     sd = sd if sd > 0 else 1.0
     return DataBundle(name, TensorPairs(xtr, ((ytr - mu) / sd).float()), TensorPairs(xte, ((yte - mu) / sd).float()),
                       "regression", tuple(xtr.shape[1:]), num_classes=0, target_dim=1,
-                      target_mean=mu, target_std=sd, default_model=default_model)
+                      target_mean=mu, target_std=sd, default_model=default_model, val_from="random")
 
 
-@register_dataset("diabetes")
-def _diabetes(test_fraction: float = 0.2, split_seed: int = 0, **_) -> DataBundle:
+@register_dataset("diabetes", "regression")
+def _diabetes(test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """scikit-learn's bundled diabetes (442 rows, 10 features); x: (1, 10) as a 1-D signal,
     features standardised with train-split statistics; target: disease progression."""
     from sklearn.datasets import load_diabetes
@@ -209,9 +210,9 @@ def _diabetes(test_fraction: float = 0.2, split_seed: int = 0, **_) -> DataBundl
     return _regression_bundle("diabetes", x[tr], y[tr], x[te], y[te], "mlp")
 
 
-@register_dataset("rotated_digits")
+@register_dataset("rotated_digits", "regression")
 def _rotated_digits(test_fraction: float = 0.2, split_seed: int = 0, min_angle: float = 10.0,
-                    max_angle: float = 80.0, **_) -> DataBundle:
+                    max_angle: float = 80.0) -> DataBundle:
     """Digits rotated by a seeded random angle in [min_angle, max_angle] degrees (kept away from 0
     so MAPE is meaningful); target = the angle. x: (1, 8, 8). A small analogue of RCF-MNIST."""
     from scipy.ndimage import rotate
@@ -227,8 +228,8 @@ def _rotated_digits(test_fraction: float = 0.2, split_seed: int = 0, min_angle: 
     return _regression_bundle("rotated_digits", x[tr], y[tr], x[te], y[te], "small_cnn")
 
 
-@register_dataset("sine1d")
-def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split_seed: int = 0, **_) -> DataBundle:
+@register_dataset("sine1d", "regression")
+def _sine1d(num_train: int = 512, num_test: int = 256, noise: float = 0.1, split_seed: int = 0) -> DataBundle:
     """Synthetic 1-D function regression: x ~ U(-pi, pi), y = 2 + sin(2x) + noise.
     x: (1, 1) (one feature as a length-1 signal). Linear mixing of x and y is wrong for this
     nonlinear function, which is what label-aware pairing (C-Mixup) corrects."""
@@ -283,12 +284,10 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     return out.flip(-1).contiguous() if flip else out.contiguous()
 
 
-@register_dataset("cifar10")
-@register_dataset("cifar100")
-def _cifar(name: str, root: str | None = None, download: bool = False, seed: int = 0,
-           train_size: int | None = None, test_size: int | None = None, augment: bool = True, **_) -> DataBundle:
+def _cifar(name: str, root: str | None = "~/data", download: bool = False, augment: bool = True) -> DataBundle:
     """CIFAR-10/100 from the python pickle batches; x: uint8 (3, 32, 32).
-    Training transform: RandomCrop(32, padding=4) + horizontal flip."""
+    Training transform: RandomCrop(32, padding=4) + horizontal flip. The validation split is the
+    last ``val_fraction`` of the training images (the last 5,000 at the default 0.1)."""
     folder, train_files, test_files, label_key, K = _CIFAR_LAYOUT[name]
     root_path = Path(os.path.expanduser(root or "~/data"))
     base = root_path / folder
@@ -304,29 +303,35 @@ def _cifar(name: str, root: str | None = None, download: bool = False, seed: int
             f"{name} not found: looked in {base} and expected the python-version batch files "
             f"{', '.join(expected)} (missing: {', '.join(missing)}). Get it with data.download=true "
             f"(downloads and extracts into data.root={root_path}), or set data.root to the folder that "
-            f"contains {folder}/.")
+            f"contains {folder}/ (an absolute path, or quoted: 'data.root=~/data').")
     xtr, ytr = zip(*[_read_cifar_batch(base / f, label_key) for f in train_files])
     xte, yte = zip(*[_read_cifar_batch(base / f, label_key) for f in test_files])
-    xtr, ytr = _limit(torch.cat(xtr), torch.cat(ytr), train_size)
-    xte, yte = _limit(torch.cat(xte), torch.cat(yte), test_size)
-    train: Dataset = TensorPairs(xtr, ytr)
-    if augment:
-        train = Augmented(train, random_crop_flip, seed=seed)
-    return DataBundle(name, train, TensorPairs(xte, yte), "classification", (3, 32, 32), num_classes=K,
-                      mean=CIFAR_MEAN[name], std=CIFAR_STD[name], default_model="resnet18")
+    return DataBundle(name, TensorPairs(torch.cat(xtr), torch.cat(ytr)), TensorPairs(torch.cat(xte), torch.cat(yte)),
+                      "classification", (3, 32, 32), num_classes=K, mean=CIFAR_MEAN[name], std=CIFAR_STD[name],
+                      default_model="resnet18", train_transform=random_crop_flip if augment else None,
+                      val_from="tail")
+
+
+@register_dataset("cifar10", "classification")
+def _cifar10(root: str | None = "~/data", download: bool = False, augment: bool = True) -> DataBundle:
+    return _cifar("cifar10", root, download, augment)
+
+
+@register_dataset("cifar100", "classification")
+def _cifar100(root: str | None = "~/data", download: bool = False, augment: bool = True) -> DataBundle:
+    return _cifar("cifar100", root, download, augment)
 
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class ImageFiles(Dataset):
-    """A list of (path, label) read as uint8 (3, H, W) tensors, resized/cropped by ``transform``."""
+    """A list of (path, label) read as uint8 (3, H, W) tensors at their own size (the splits'
+    transforms crop and resize them)."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable, seed: int = 0, train: bool = False):
-        self.samples, self.transform, self.seed, self.train, self.epoch = samples, transform, int(seed), train, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __init__(self, samples: list[tuple[str, int]]):
+        self.samples = samples
+        self.y = torch.tensor([label for _, label in samples], dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -336,9 +341,7 @@ class ImageFiles(Dataset):
         from torchvision.transforms.v2.functional import pil_to_tensor
         path, label = self.samples[i]
         with Image.open(path) as im:
-            x = pil_to_tensor(im.convert("RGB"))
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + int(i)) % (2**63 - 1))
-        return self.transform(x, g), label
+            return pil_to_tensor(im.convert("RGB")), label
 
 
 def random_resized_crop_flip(x: torch.Tensor, generator: torch.Generator, size: int,
@@ -393,10 +396,10 @@ def _list_image_folder(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
-@register_dataset("imagefolder")
-def _imagefolder(root: str | None = None, download: bool = False, image_size: int = 64, seed: int = 0,
-                 train_dir: str = "train", test_dirs=("val", "test"), mean=(0.485, 0.456, 0.406),
-                 std=(0.229, 0.224, 0.225), **_) -> DataBundle:
+@register_dataset("imagefolder", "classification")
+def _imagefolder(root: str | None = None, download: bool = False, image_size: int = 64, train_dir: str = "train",
+                 test_dirs: Sequence[str] = ("val", "test"), mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> DataBundle:
     """ImageNet-style layout: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg`` (or
     ``test/``). Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` is understood too.
     x: uint8 (3, image_size, image_size). Train: RandomResizedCrop + flip; test: resize + centre crop."""
@@ -432,18 +435,14 @@ def _imagefolder(root: str | None = None, download: bool = False, image_size: in
             f"imagefolder: found {len(train_samples)} training and {len(test_samples)} test images under "
             f"{root_path} (looked in {train_dir}/ and {' or '.join(test_dirs)}/); expected at least one of each "
             f"as <split>/<class>/<image>. {how}")
-    train = ImageFiles(train_samples, lambda x, g: random_resized_crop_flip(x, g, image_size), seed=seed, train=True)
-    test = ImageFiles(test_samples, lambda x, g: resize_center_crop(x, g, image_size), seed=seed)
-    return DataBundle("imagefolder", train, test, "classification", (3, image_size, image_size),
-                      num_classes=len(classes), mean=tuple(mean), std=tuple(std), default_model="resnet18",
-                      extra={"classes": classes})
+    return DataBundle("imagefolder", ImageFiles(train_samples), ImageFiles(test_samples), "classification",
+                      (3, image_size, image_size), num_classes=len(classes), mean=tuple(mean), std=tuple(std),
+                      default_model="resnet18", train_transform=functools.partial(random_resized_crop_flip,
+                                                                                   size=image_size),
+                      eval_transform=functools.partial(resize_center_crop, size=image_size), extra={"classes": classes})
 
 
 def build_dataset(name: str, **kwargs) -> DataBundle:
-    """Build a registered dataset by name; unknown name -> ValueError listing the choices."""
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset data.name={name!r}; choose one of {list_datasets()}")
-    fn = _DATASETS[name]
-    if name in ("cifar10", "cifar100"):
-        return fn(name, **kwargs)
-    return fn(**kwargs)
+    """Load a registered dataset by name (whole training set and test set, no validation split;
+    see ``openmix.train.splits.make_splits``); unknown name -> ValueError listing the choices."""
+    return dataset_info(name).builder(**kwargs)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "expected_calibration_error",
+    "fit_temperature",
     "ClassificationMeter",
     "RegressionMeter",
     "median_last_k",
@@ -59,8 +60,8 @@ class ClassificationMeter(SumMeter):
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.topk = min(topk, num_classes)
-        # layout: [count, top1, topk, nll_sum] + bin counts + bin correct + bin confidence sums
-        self._sums = torch.zeros(4 + 3 * num_bins, dtype=torch.float64)
+        # layout: [count, top1, topk, nll_sum, brier_sum] + bin counts + bin correct + bin confidence sums
+        self._sums = torch.zeros(5 + 3 * num_bins, dtype=torch.float64)
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """logits: (B, K) raw scores; targets: (B,) long class indices."""
@@ -80,6 +81,9 @@ class ClassificationMeter(SumMeter):
         topk = log_probs.topk(self.topk, dim=1).indices
         hit_k = (topk == targets[:, None]).any(dim=1).double()
         nll = -log_probs.gather(1, targets[:, None]).squeeze(1).double()
+        # Brier: sum_k (p_k - [k == y])^2 = sum_k p_k^2 - 2 p_y + 1
+        p_double = probs.double()
+        brier = p_double.pow(2).sum(1) - 2 * p_double.gather(1, targets[:, None]).squeeze(1) + 1
         bins = _bin_index(conf.double(), self.num_bins)
         M = self.num_bins
         s = torch.zeros_like(self._sums, device=log_probs.device)
@@ -87,24 +91,27 @@ class ClassificationMeter(SumMeter):
         s[1] = correct.sum()
         s[2] = hit_k.sum()
         s[3] = nll.sum()
-        s[4:4 + M].index_add_(0, bins, torch.ones_like(correct))
-        s[4 + M:4 + 2 * M].index_add_(0, bins, correct)
-        s[4 + 2 * M:].index_add_(0, bins, conf.double())
+        s[4] = brier.sum()
+        s[5:5 + M].index_add_(0, bins, torch.ones_like(correct))
+        s[5 + M:5 + 2 * M].index_add_(0, bins, correct)
+        s[5 + 2 * M:].index_add_(0, bins, conf.double())
         self._sums += s.cpu()
 
     def compute(self) -> dict[str, float]:
-        """-> {"top1", "top5", "nll", "ece"}; accuracies in percent, ECE as a fraction in [0, 1]."""
+        """-> {"top1", "top5", "nll", "ece", "brier"}; accuracies in percent, ECE as a fraction in
+        [0, 1], Brier the mean squared distance of the probabilities to the one-hot label, in [0, 2]."""
         s, M = self._sums, self.num_bins
         n = float(s[0])
         if n == 0:
-            return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan}
-        correct, conf = s[4 + M:4 + 2 * M], s[4 + 2 * M:]
+            return {"top1": math.nan, "top5": math.nan, "nll": math.nan, "ece": math.nan, "brier": math.nan}
+        correct, conf = s[5 + M:5 + 2 * M], s[5 + 2 * M:]
         ece = float((correct - conf).abs().sum() / n)  # |B|/N * |acc - conf| = |sum correct - sum conf| / N
         return {
             "top1": 100.0 * float(s[1]) / n,
             "top5": 100.0 * float(s[2]) / n,
             "nll": float(s[3]) / n,
             "ece": ece,
+            "brier": float(s[4]) / n,
         }
 
 
@@ -141,3 +148,31 @@ def median_last_k(history: Sequence[dict], key: str, k: int) -> float:
         raise ValueError(f"k must be >= 1, got {k}")
     values = [h[key] for h in history if key in h][-k:]
     return float(statistics.median(values)) if values else math.nan
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, low: float = 0.05, high: float = 20.0,
+                    iters: int = 80) -> float:
+    """Temperature scaling (Guo et al. 2017): the T in [low, high] minimising the mean NLL of
+    softmax(logits / T). logits: (N, K); targets: (N,) long. The NLL is convex in 1/T, so a
+    golden-section search over log T finds the minimiser to ~1e-12 relative precision."""
+    if logits.ndim != 2 or targets.ndim != 1 or logits.shape[0] != targets.shape[0] or logits.shape[0] == 0:
+        raise ValueError(f"logits must be (N, K) and targets (N,) with N >= 1, got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
+    z, y = logits.detach().double(), targets.long()
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(z / math.exp(log_t), y))
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(d)
+    return math.exp((a + b) / 2)

@@ -1,22 +1,17 @@
-"""Models: small default networks for the embedded datasets, timm models by name, and the
-stage split that feature-level policies need.
+"""Models: small default networks for the embedded datasets and timm models by name.
 
 Every model maps x: (B, C, *spatial) -> (B, K) logits (classification) or (B, D) predictions
-(regression). ``split_model`` returns ``stages`` (callables; each maps a hidden state to the
-next) and a ``head`` such that ``model(x) == head(stages[-1](...stages[0](x)))``, plus the
-``layouts`` of the stage outputs: channels-first (B, C_i, *spatial_i) for CNNs, tokens (B, N, C)
-with ``num_prefix_tokens`` class/register tokens for vision transformers.
+(regression). The small networks expose ``stages`` and ``head`` so that ``openmix.features``
+can split them for feature-level policies (as it splits timm models).
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
-import torch
 from torch import nn
 
-from ..policies.manifoldmix import CHANNELS_FIRST, FeatureLayout
+from ..features import FeatureLayout, MixNet, ModelSplit, split_model
 
 __all__ = ["SmallCNN", "SmallConv1d", "SmallMLP", "build_model", "split_model", "ModelSplit", "MixNet",
            "FeatureLayout", "SMALL_MODELS"]
@@ -146,128 +141,3 @@ def build_model(name: str, input_shape: Sequence[int], num_outputs: int, width: 
     return model
 
 
-@dataclass
-class ModelSplit:
-    """``model(x) == head(stages[-1](...stages[0](x)))``.
-
-    layouts[i]: how the output of stages[i] is laid out (a ``FeatureLayout``): channels-first
-    (B, C_i, *spatial_i), the default for every stage when not given, or
-    ``FeatureLayout.tokens(p)`` for (B, N, C) tokens of which the first p are prefix tokens."""
-    stages: list[Callable[[torch.Tensor], torch.Tensor]]
-    head: Callable[[torch.Tensor], torch.Tensor]
-    description: str
-    layouts: Optional[list[FeatureLayout]] = field(default=None)
-
-    def __post_init__(self) -> None:
-        if self.layouts is None:
-            self.layouts = [CHANNELS_FIRST] * len(self.stages)
-        self.layouts = list(self.layouts)
-        if len(self.layouts) != len(self.stages) or not all(isinstance(l, FeatureLayout) for l in self.layouts):
-            raise ValueError(f"ModelSplit layouts must be one FeatureLayout per stage ({len(self.stages)} stages), "
-                             f"got {self.layouts!r}")
-
-
-def _is_vit(model: nn.Module) -> bool:
-    """timm VisionTransformer-like: patch_embed -> _pos_embed -> [patch_drop, norm_pre] -> blocks
-    (an nn.Sequential) -> norm is forward_features, then forward_head."""
-    return (isinstance(getattr(model, "patch_embed", None), nn.Module)
-            and isinstance(getattr(model, "blocks", None), nn.Sequential) and len(model.blocks) > 0
-            and callable(getattr(model, "_pos_embed", None))
-            and isinstance(getattr(model, "norm", None), nn.Module)
-            and callable(getattr(model, "forward_head", None))
-            and isinstance(getattr(model, "num_prefix_tokens", None), int)
-            and not isinstance(model.num_prefix_tokens, bool))
-
-
-def _split_vit(model: nn.Module, groups: int = 4) -> ModelSplit:
-    """Stage 1: patch embedding + position embedding (+ patch_drop, norm_pre) + the first group of
-    blocks; then the blocks in ``groups`` near-equal groups (fewer when there are fewer blocks),
-    the final ``norm`` in the last stage; head = ``forward_head``. Every stage outputs tokens
-    (B, N, C) with ``model.num_prefix_tokens`` prefix tokens."""
-    depth = len(model.blocks)
-    n = min(groups, depth)
-    base, extra = divmod(depth, n)
-    bounds = [0]
-    for i in range(n):
-        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
-
-    def embed(x, m=model):
-        x = m._pos_embed(m.patch_embed(x))
-        if isinstance(getattr(m, "patch_drop", None), nn.Module):
-            x = m.patch_drop(x)
-        if isinstance(getattr(m, "norm_pre", None), nn.Module):
-            x = m.norm_pre(x)
-        return x
-
-    def make_stage(lo: int, hi: int, first: bool, last: bool):
-        def stage(x, m=model):
-            if first:
-                x = embed(x)
-            for i in range(lo, hi):
-                x = m.blocks[i](x)
-            return m.norm(x) if last else x
-        return stage
-
-    stages = [make_stage(bounds[i], bounds[i + 1], i == 0, i == n - 1) for i in range(n)]
-    names = [f"blocks[{bounds[i]}:{bounds[i + 1]}]" for i in range(n)]
-    names[0] = "patch_embed+pos_embed+" + names[0]
-    names[-1] += "+norm"
-    layout = FeatureLayout.tokens(int(model.num_prefix_tokens))
-    return ModelSplit(stages, model.forward_head, ", ".join(names) + " + forward_head (tokens)",
-                      [layout] * n)
-
-
-def split_model(model: nn.Module) -> ModelSplit | None:
-    """Split a model into stages and a head, or None when the model cannot be split."""
-    if getattr(model, "output_fmt", None) == "NHWC":
-        # channels-last feature maps (timm's Swin, MambaOut, ...): no layout describes them yet, and
-        # reading them as channels-first would mix the wrong axes, so feature mixing is refused
-        return None
-    if isinstance(getattr(model, "stages", None), nn.ModuleList) and isinstance(getattr(model, "head", None), nn.Module):
-        return ModelSplit(list(model.stages), model.head, f"{len(model.stages)} stages + head")
-    if all(hasattr(model, a) for a in ("conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4",
-                                       "forward_head")):
-        def stem_layer1(x, m=model):
-            return m.layer1(m.maxpool(m.act1(m.bn1(m.conv1(x)))))
-        return ModelSplit([stem_layer1, model.layer2, model.layer3, model.layer4], model.forward_head,
-                          "stem+layer1, layer2, layer3, layer4 + forward_head")
-    if _is_vit(model):
-        return _split_vit(model)
-    if callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None)):
-        # transformers with prefix tokens (timm sets num_prefix_tokens) output tokens (B, N, C)
-        p = getattr(model, "num_prefix_tokens", None)
-        tokens = isinstance(p, int) and not isinstance(p, bool) and p >= 0
-        return ModelSplit([model.forward_features], model.forward_head,
-                          "forward_features + forward_head" + (" (tokens)" if tokens else ""),
-                          [FeatureLayout.tokens(p) if tokens else CHANNELS_FIRST])
-    return None
-
-
-class MixNet(nn.Module):
-    """The module the engine trains (and DDP wraps): ``model`` plus an optional mixing hook.
-
-    forward(x) -> model(x); forward(x, stage=k, mix=fn) runs the split model and replaces the
-    output h of stages[k-1] by fn(h) (k >= 1). Going through this one forward keeps DDP's
-    gradient hooks intact for feature-level policies."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self._split = split_model(model)
-
-    @property
-    def split(self) -> ModelSplit | None:
-        return self._split
-
-    def forward(self, x: torch.Tensor, stage: int | None = None,
-                mix: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        if mix is None or stage is None or stage == 0:
-            return self.model(x)
-        if self._split is None:
-            raise ValueError(f"{type(self.model).__name__} cannot be split into stages for feature mixing")
-        h = x
-        for i, stage_fn in enumerate(self._split.stages, start=1):
-            h = stage_fn(h)
-            if i == stage:
-                h = mix(h)
-        return self._split.head(h)

@@ -25,7 +25,7 @@ def _param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bo
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
                     nesterov: bool = False, betas: Iterable[float] = (0.9, 0.999), eps: float = 1e-8,
-                    decay_norm_and_bias: bool = True, **_) -> torch.optim.Optimizer:
+                    decay_norm_and_bias: bool = True) -> torch.optim.Optimizer:
     """optim.name in OPTIMIZERS; unknown -> ValueError listing them."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimiser optim.name={name!r}; choose one of {list(OPTIMIZERS)}")
@@ -39,7 +39,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int,
                     warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0, milestones: Iterable[int] = (),
-                    gamma: float = 0.1, warmup_start_ratio: float = 0.01, **_) -> torch.optim.lr_scheduler.LambdaLR:
+                    gamma: float = 0.1, warmup_start_ratio: float = 0.01) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR stepped once per optimiser step.
 
     cosine: linear warm-up from ``warmup_start_ratio * lr`` over ``warmup_epochs``, then cosine to

@@ -31,7 +31,10 @@ class TensorBoardLogger:
             return
         for k, v in row.items():
             if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(float(v)):
-                group = "train" if k in ("train_loss", "lr", "train_seconds", "samples_per_second") else "test"
+                if k.startswith("val_"):
+                    group, k = "val", k[4:]
+                else:
+                    group = "train" if k in ("train_loss", "lr", "train_seconds", "samples_per_second") else "test"
                 self.writer.add_scalar(f"{group}/{k}", v, step)
         self.writer.flush()
 
@@ -49,9 +52,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def format_summary(summary: dict, out_dir: str, max_rows: int = 8) -> str:
-    """A one-screen text summary of a finished run."""
+    """A one-screen text summary of a finished run: the epochs, the selected epoch and the costs."""
     task = summary["task"]
-    keys = ["train_loss", "top1", "top5", "nll", "ece"] if task == "classification" else ["train_loss", "rmse", "mape"]
+    test = ["top1", "top5", "nll", "ece"] if task == "classification" else ["rmse", "mape"]
+    hist = summary["history"]
+    keys = ["train_loss", *([f"val_{test[0]}"] if f"val_{test[0]}" in hist[-1] else []), *test]
     width = 78
     lines = ["=" * width, f" openmix-train: {summary['dataset']} / {summary['model']} / {summary['policy']}".ljust(width),
              "=" * width]
@@ -59,11 +64,10 @@ def format_summary(summary: dict, out_dir: str, max_rows: int = 8) -> str:
     lines.append(f" task {task}   loss {summary['loss']}   seed {summary['seed']}   epochs {summary['epochs']}   "
                  f"device {summary['device']}   world {summary.get('world_size', 1)}")
     if info:
-        lines.append(f" data {info.get('train_samples')} train / {info.get('test_samples')} test, input "
-                     f"{info.get('input_shape')}   params {info.get('params')}   mix.where {info.get('where')}")
+        lines.append(f" data {info.get('train_samples')} train / {info.get('val_samples', 0)} val / "
+                     f"{info.get('test_samples')} test, input {info.get('input_shape')}   params {info.get('params')}")
     lines.append("-" * width)
     lines.append(" epoch " + "".join(f"{k:>12}" for k in keys))
-    hist = summary["history"]
     shown = hist if len(hist) <= max_rows else [*hist[:2], None, *hist[-(max_rows - 3):]]
     for h in shown:
         if h is None:
@@ -71,8 +75,13 @@ def format_summary(summary: dict, out_dir: str, max_rows: int = 8) -> str:
             continue
         lines.append(f" {h['epoch']:>5} " + "".join(f"{_fmt(h.get(k)):>12}" for k in keys))
     lines.append("-" * width)
-    final = summary["final"]
-    lines.append(" final  " + "   ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
+    sel = summary.get("selected")
+    if sel:
+        how = {"best_val": f"epoch {sel['epoch']}, best validation {sel['metric']}",
+               "last_k": f"median of the last {sel['k']} epochs", "final": f"epoch {sel['epoch']}, the last"}
+        lines.append(f" selected ({sel['rule']}: {how[sel['rule']]})  test "
+                     + "   ".join(f"{k} {_fmt(v)}" for k, v in sel["test"].items()))
+    lines.append(" final  " + "   ".join(f"{k} {_fmt(v)}" for k, v in summary["final"].items()))
     lines.append(f" speed  {_fmt(summary['seconds_per_epoch'], 2)} s/epoch   "
                  f"{_fmt(summary['samples_per_second'], 0)} train samples/s   "
                  f"peak memory {_fmt(summary['peak_memory_mb'], 0)} MB   total {_fmt(summary.get('total_seconds', 0.0), 1)} s")

@@ -1,4 +1,4 @@
-"""Exact per-sample CPU reference for the PuzzleMix labelling (needs PyMaxflow: ``pip install openmix[graphcut]``).
+"""Exact per-sample CPU reference for the PuzzleMix labelling (a test oracle; needs PyMaxflow, in the dev extra).
 
 Used by the tests (energy comparison) and by ``benchmarks/puzzlemix_speed.py`` (the per-sample
 CPU graph-cut baseline). Not used in training.
