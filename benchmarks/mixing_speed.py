@@ -354,7 +354,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a minute or so), no 64 px")
     parser.add_argument("--sizes", default="", help="comma-separated image sides among 32,64,224")
     parser.add_argument("--threads", default="1,all", help="comma-separated thread counts; 'all' = torch's default")
-    parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 40 / 30 / 12 by size)")
+    parser.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 60 / 40 / 20 by size)")
     parser.add_argument("--policies", default="", help="comma-separated subset of the static policies")
     parser.add_argument("--no-peers", action="store_true", help="skip timm and torchvision")
     parser.add_argument("--no-collate", action="store_true", help="skip the uint8 collate comparison")
@@ -369,7 +369,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([32, 224] if args.quick else [32, 64, 224])
     threads = [all_threads if t == "all" else int(t) for t in args.threads.split(",")]
     names = [n for n in args.policies.split(",") if n] or static_policy_names()
-    default_rounds = {32: 40, 64: 30, 224: 12} if not args.quick else {32: 10, 64: 8, 224: 4}
+    default_rounds = {32: 60, 64: 40, 224: 20} if not args.quick else {32: 10, 64: 8, 224: 4}
     rows: List[dict] = []
     for n_threads in dict.fromkeys(threads):
         torch.set_num_threads(n_threads)

@@ -59,8 +59,10 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
 
 
 # per-row boxes on rows up to this many elements are pasted with one gather and one scatter for
-# the whole batch; larger rows one by one (the padded index would outweigh the per-row calls)
-PADDED_MAX_ROW = 3 * 64 * 64
+# the whole batch; larger rows one by one (the padded index outweighs the per-row calls). Measured
+# on one CPU thread, ResizeMix elem: 256x3x32x32 2.7 ms gathered vs 6.2 ms row by row; 128x3x64x64
+# 9.0 vs 5.8 ms
+PADDED_MAX_ROW = 3 * 48 * 48
 
 
 def _patches(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, shared: bool,
