@@ -91,3 +91,12 @@ def test_claims_reach_the_leaderboard_page_and_csv(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "t-claims.csv")))
     assert [r["dataset"] for r in rows] == ["a", "b"] and {r["verdict"] for r in rows} == {"reproduced"}
     assert float(rows[0]["delta"]) == pytest.approx(2.0) and tmp_path / "out" / "t-claims.csv" in written
+
+
+def test_metric_paths_may_cross_keys_that_hold_dots():
+    from openmix.bench.suite import summary_value
+    row = {"final": {"top1": 1.0}, "reports": {"robustness": {"occlusion_0.5": {"top1": 70.0},
+                                                              "occlusion_0.25": {"top1": 80.0}}}}
+    assert summary_value(row, "reports.robustness.occlusion_0.5.top1") == 70.0
+    assert summary_value(row, "reports.robustness.occlusion_0.25.top1") == 80.0
+    assert summary_value(row, "top1") == 1.0 and summary_value(row, "reports.robustness.gaussian_1.top1") is None

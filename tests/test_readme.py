@@ -27,8 +27,8 @@ def _train_commands():
             words = shlex.split(line, comments=True)
             if "openmix.train" in words:
                 words = ["openmix-train", *words[words.index("openmix.train") + 1:]]
-            if not words or words[0] != "openmix-train":
-                continue
+            if not words or words[0] != "openmix-train" or any(w.startswith("hydra.searchpath") for w in words):
+                continue            # (a command on the user's own config folder cannot run here)
             overrides = [w for w in words[1:] if not w.startswith("-")]
             for pick in (0, -1):
                 commands.append([o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[pick]

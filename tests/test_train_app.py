@@ -160,6 +160,9 @@ def test_dynamic_policies_plug_in(tmp_path, policy):
 def test_cmixup_regression(tmp_path):
     s = run(tmp_path, "data=sine1d", "mix=cmixup", "trainer.epochs=1")
     assert s["task"] == "regression" and s["loss"] == "mse"
+    assert s["policy"] == "mixup" and s["pairing"] == "cmixup"     # the summary says which pairing mixed
+    from openmix.train.outputs import format_summary
+    assert "/ mixup (pairing cmixup)" in format_summary(s, "x")
 
 
 @pytest.mark.parametrize("where,model", [("collate", "small_cnn"), ("device", "resnet18")])

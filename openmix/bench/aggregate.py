@@ -14,7 +14,7 @@ from typing import Any
 
 from ..metrics_direction import Metric, metric_direction
 from . import stats
-from .suite import DEFAULT_HEADLINE
+from .suite import DEFAULT_HEADLINE, resolve_path
 
 
 @dataclass(frozen=True)
@@ -123,17 +123,9 @@ def number(value: Any) -> float | None:
 
 
 def lookup(mapping: Any, path: str) -> Any:
-    """``mapping[path]`` if present, else follow the dotted ``path`` (``selected.test.top1``)."""
-    if not isinstance(mapping, Mapping):
-        return None
-    if path in mapping:
-        return mapping[path]
-    node: Any = mapping
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+    """``mapping[path]`` if present, else follow the dotted ``path`` (``selected.test.top1``; keys
+    holding dots, such as ``occlusion_0.5``, are matched whole)."""
+    return resolve_path(mapping, path)
 
 
 def _set_by_overrides(overrides: Any, prefix: str) -> dict | None:

@@ -87,13 +87,26 @@ class SuiteConfigError(ValueError):
 
 def summary_value(summary: Mapping[str, Any], metric: str) -> Any:
     """The value at ``metric`` in a trainer summary (or a results row): a dotted path
-    (``selected.test.top1``), or a plain name meaning ``summary["final"][name]``; None if absent."""
-    node: Any = summary
-    for key in metric.split(".") if "." in metric else ("final", metric):
-        if not isinstance(node, Mapping) or key not in node:
+    (``selected.test.top1``, ``reports.robustness.occlusion_0.5.top1``: keys that themselves hold
+    dots are matched whole), or a plain name meaning ``summary["final"][name]``; None if absent."""
+    if "." not in metric:
+        final = summary.get("final") if isinstance(summary, Mapping) else None
+        return final.get(metric) if isinstance(final, Mapping) else None
+    return resolve_path(summary, metric)
+
+
+def resolve_path(node: Any, path: str) -> Any:
+    """``node`` followed along the dotted ``path``; at each level the longest key that matches a
+    prefix of what is left of the path is taken, so keys may contain dots. None if absent."""
+    while isinstance(node, Mapping):
+        if path in node:
+            return node[path]
+        keys = [k for k in node if isinstance(k, str) and path.startswith(k + ".")]
+        if not keys:
             return None
-        node = node[key]
-    return node
+        key = max(keys, key=len)
+        node, path = node[key], path[len(key) + 1:]
+    return None
 
 
 # ---- the parsed suite --------------------------------------------------------------------

@@ -58,7 +58,9 @@ def format_summary(summary: dict, out_dir: str, max_rows: int = 8) -> str:
     hist = summary["history"]
     keys = ["train_loss", *([f"val_{test[0]}"] if f"val_{test[0]}" in hist[-1] else []), *test]
     width = 78
-    lines = ["=" * width, f" openmix-train: {summary['dataset']} / {summary['model']} / {summary['policy']}".ljust(width),
+    pairing = summary.get("pairing")
+    policy = summary["policy"] + (f" (pairing {pairing})" if pairing not in (None, "random") else "")
+    lines = ["=" * width, f" openmix-train: {summary['dataset']} / {summary['model']} / {policy}".ljust(width),
              "=" * width]
     info = summary.get("info", {})
     lines.append(f" task {task}   loss {summary['loss']}   seed {summary['seed']}   epochs {summary['epochs']}   "

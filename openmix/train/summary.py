@@ -27,7 +27,8 @@ def summarize(run: Any, t_start: float) -> dict:
     needs = getattr(run.policy, "needs", "input")
     train_seconds = sum(h.get("train_seconds", 0.0) for h in history)
     return {
-        "task": data.task, "dataset": data.name, "model": run.model_name, "policy": s.mix.name, "loss": s.loss.name,
+        "task": data.task, "dataset": data.name, "model": run.model_name, "policy": s.mix.name,
+        "pairing": _pairing_name(s.mix.policy_kwargs.get("pairing", "random")), "loss": s.loss.name,
         "seed": s.seed, "epochs": s.trainer.epochs, "selected": run.selector.selected(history, test_keys),
         "final": final, "history": history,
         "seconds_per_epoch": sum(h["train_seconds"] + h["eval_seconds"] for h in history) / len(history),
@@ -46,6 +47,13 @@ def summarize(run: Any, t_start: float) -> dict:
                  "input_shape": list(data.input_shape), "params": sum(p.numel() for p in run.net.parameters()),
                  "where": s.mix.where if needs == "input" else f"engine ({needs})"},
     }
+
+
+def _pairing_name(pairing) -> str:
+    """The pairing's registered name (a mapping's ``name``; ``halves`` for whole-dataset C-Mixup)."""
+    if isinstance(pairing, dict):
+        return str(pairing.get("name", "random"))
+    return str(pairing)
 
 
 def _versions() -> dict:
