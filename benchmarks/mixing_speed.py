@@ -4,6 +4,7 @@ to copying the batch, measured in the same interleaved rounds. A measurement, no
     python benchmarks/mixing_speed.py                  # 32, 64, 224 px; 1 thread and all threads
     python benchmarks/mixing_speed.py --quick          # fewer rounds, a minute or so
     python benchmarks/mixing_speed.py --sizes 224 --threads 1 --rounds 30
+    python benchmarks/mixing_speed.py --baseline /tmp/old   # /tmp/old/openmix: an older export
 
 Batches: 256x3x32x32, 128x3x64x64 and 64x3x224x224 float32 (uniform noise, 10 classes).
 Floors, timed in the same rounds as everything else:
@@ -17,8 +18,10 @@ Entries: ``policy(x, y)`` against ``x.clone()``; ``policy(x, y, out=buf)`` again
 torchvision's v2 ``MixUp``/``CutMix``. The uint8 collate path: ``MixCollate`` against timm's
 ``FastCollateMixup`` on the same list of uint8 numpy samples.
 
-Writes JSON (``--out``, default benchmarks/results/mixing_speed_cpu.json) and a PNG chart next
-to it, and prints a table and the goals of issue 19 with the worst ratio against each.
+Ratios are medians of per-round ratios (``timing.ratio_stats``); ``x_<floor>_best`` in the JSON
+is the fastest round over the floor's fastest, the cost with the least interference from other
+load. Writes JSON (``--out``, default benchmarks/results/mixing_speed_cpu.json) and a PNG chart
+next to it, and prints a table and the goals of issue 19 with the worst ratio against each.
 """
 from __future__ import annotations
 
@@ -46,6 +49,33 @@ MODES = ("batch", "pair", "elem")
 CHOICE = [{"name": "mixup", "alpha": 0.8}, {"name": "cutmix", "alpha": 1.0}]   # configs/mix/choice.yaml
 NUM_CLASSES = 10
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def load_baseline(path: str):
+    """The ``openmix`` package found in directory ``path`` (e.g. an export of an older commit),
+    imported as ``openmix_baseline`` beside the current one (its imports must be relative)."""
+    import importlib.util
+    init = Path(path) / "openmix" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("openmix_baseline", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["openmix_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_entries(baseline, names: List[str], x, y):
+    """The baseline's allocating calls, ``before <policy> <mode>``, for the policies it has."""
+    fns, info = {}, {}
+    for name in names:
+        if name == "vanilla" or name not in baseline.list_policies():
+            continue
+        for mode in MODES:
+            kwargs = dict(policies=[dict(p, mode=mode) for p in CHOICE]) if name == "choice" else dict(mode=mode)
+            policy = baseline.build_policy(name, seed=0, **kwargs)
+            fns[f"before {name} {mode}"] = (lambda p: lambda: p(x, y))(policy)
+            info[f"before {name} {mode}"] = dict(policy=name, mode=mode, variant="before")
+    return fns, info
 
 
 def static_policy_names() -> List[str]:
@@ -184,17 +214,20 @@ def summarise(times: Dict[str, list], info: Dict[str, dict], base: Dict[str, str
     """One row per entry: median ms and per-round ratios to its floor (``base[variant]``)."""
     rows = []
     for key, series in times.items():
-        row = dict(extra, entry=key, ms=1e3 * statistics.median(series), **info.get(key, dict(variant="floor")))
+        row = dict(extra, entry=key, ms=1e3 * statistics.median(series), ms_min=1e3 * min(series),
+                   **info.get(key, dict(variant="floor")))
         for label, floor in base.items():
             if floor in times:
                 stats = ratio_stats(series, times[floor])
                 row[f"x_{label}"] = stats["median"]
                 row[f"x_{label}_iqr"] = [stats["q1"], stats["q3"]]
+                # best of the rounds over best of the rounds: the cost without other load
+                row[f"x_{label}_best"] = min(series) / min(times[floor])
         rows.append(row)
     return rows
 
 
-def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate: bool) -> List[dict]:
+def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate: bool, baseline=None) -> List[dict]:
     shape = SHAPES[size]
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g)
@@ -209,10 +242,18 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
         fns.update(more)
         prepare.update(more_prepare)
         info.update(more_info)
+    if baseline is not None:
+        more, more_info = baseline_entries(baseline, names, x, y)
+        fns.update(more)
+        info.update(more_info)
     extra = dict(size=size, shape="x".join(map(str, shape)), threads=torch.get_num_threads())
     times = interleaved(fns, "cpu", rounds, warmup=2, prepare=prepare)
     rows = summarise(times, info, {"clone": "x.clone()", "copy": "copy_ into buffer",
                                    "clone_cold": "x.clone() cold"}, extra)
+    for row in rows:       # the same call before and after, round by round
+        before = f"before {row.get('policy')} {row.get('mode')}"
+        if row.get("variant") == "alloc" and before in times:
+            row["speedup_vs_before"] = ratio_stats(times[before], times[row["entry"]])["median"]
     if collate:
         fns, info = collate_entries(shape)
         times = interleaved(fns, "cpu", max(3, rounds // 2), warmup=1)
@@ -295,6 +336,8 @@ def print_table(rows: List[dict]) -> None:
     print(f"{'thr':>3} {'px':>4} {'entry':<40} {'ms':>9} {'x clone':>8} {'x copy':>7} {'other':>16}")
     for r in rows:
         other = ""
+        if "speedup_vs_before" in r:
+            other = f"{r['speedup_vs_before']:.2f}x faster than before"
         if "speedup_vs_timm" in r:
             other = f"{r['speedup_vs_timm']:.1f}x faster than timm"
         elif "x_timm" in r:
@@ -328,10 +371,16 @@ def plot(rows: List[dict], path: str) -> None:
         here = [r for r in rows if r["size"] == size and r["threads"] == thr]
         alloc = [r for r in here if r.get("variant") == "alloc" and r["policy"] != "vanilla"]
         out = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "out"}
+        before = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "before"}
         pos = np.arange(len(alloc))
-        ax.bar(pos - 0.2, [r["x_clone"] for r in alloc], 0.4, label="policy(x, y) / x.clone()")
-        ax.bar(pos + 0.2, [out[(r["policy"], r["mode"])]["x_copy"] if (r["policy"], r["mode"]) in out else 0
-                           for r in alloc], 0.4, label="policy(x, y, out=buf) / buf.copy_(x)")
+        pick = lambda table, key: [table[(r["policy"], r["mode"])][key] if (r["policy"], r["mode"]) in table else 0  # noqa: E731
+                                   for r in alloc]
+        if before:
+            ax.bar(pos - 0.3, pick(before, "x_clone"), 0.3, label="before: policy(x, y) / x.clone()", color="lightgrey")
+        ax.bar(pos + (0.0 if before else -0.2), [r["x_clone"] for r in alloc], 0.3 if before else 0.4,
+               label="policy(x, y) / x.clone()")
+        ax.bar(pos + (0.3 if before else 0.2), pick(out, "x_copy"), 0.3 if before else 0.4,
+               label="policy(x, y, out=buf) / buf.copy_(x)")
         for level, style in ((3, "--"), (6, ":"), (10, "-.")):
             ax.axhline(level, color="grey", linestyle=style, linewidth=0.8)
         ax.set_yscale("log")
@@ -358,6 +407,8 @@ def parse_args(argv):
     parser.add_argument("--policies", default="", help="comma-separated subset of the static policies")
     parser.add_argument("--no-peers", action="store_true", help="skip timm and torchvision")
     parser.add_argument("--no-collate", action="store_true", help="skip the uint8 collate comparison")
+    parser.add_argument("--baseline", default="", help="a directory holding an older openmix/ package: its "
+                        "allocating calls are timed in the same rounds (before/after per entry)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "mixing_speed_cpu.json"))
     return parser.parse_args(argv)
 
@@ -369,6 +420,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([32, 224] if args.quick else [32, 64, 224])
     threads = [all_threads if t == "all" else int(t) for t in args.threads.split(",")]
     names = [n for n in args.policies.split(",") if n] or static_policy_names()
+    baseline = load_baseline(args.baseline) if args.baseline else None
     default_rounds = {32: 60, 64: 40, 224: 20} if not args.quick else {32: 10, 64: 8, 224: 4}
     rows: List[dict] = []
     for n_threads in dict.fromkeys(threads):
@@ -376,7 +428,7 @@ def main(argv=None) -> int:
         for size in sizes:
             rounds = args.rounds or default_rounds[size]
             print(f"... {n_threads} thread(s), {size} px, {rounds} rounds", flush=True)
-            rows += measure_size(size, names, rounds, not args.no_peers, not args.no_collate)
+            rows += measure_size(size, names, rounds, not args.no_peers, not args.no_collate, baseline)
     torch.set_num_threads(all_threads)
     add_peer_speedups(rows)
     add_layout_ratios(rows)
@@ -386,7 +438,7 @@ def main(argv=None) -> int:
     meta = dict(device="cpu", torch=torch.__version__, numpy=np.__version__, machine=platform.machine(),
                 load_average_at_start=load_at_start, load_average_at_end=os.getloadavg(),
                 processor=platform.processor(), python=sys.version.split()[0], cpu_count=os.cpu_count(),
-                all_threads=all_threads, quick=args.quick, policies=names)
+                all_threads=all_threads, quick=args.quick, policies=names, baseline=args.baseline or None)
     write_json_atomic(args.out, dict(meta=meta, goals=results, rows=rows), indent=1)
     png = str(Path(args.out).with_suffix(".png"))
     plot(rows, png)
