@@ -52,13 +52,13 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     inverse = sorted(range(x.ndim), key=lambda d: order[d])
     if out is None:      # the partner copy, made in x's layout, becomes the output
         partner = xv.index_select(0, index)
-        return lerp_in_place(partner, xv, wv.to(x.dtype)).permute(inverse)
+        return _lerp_in_place(partner, xv, wv.to(x.dtype)).permute(inverse)
     torch.index_select(xv, 0, index, out=out.permute(order))
-    lerp_in_place(out.permute(order), xv, wv.to(x.dtype))
+    _lerp_in_place(out.permute(order), xv, wv.to(x.dtype))
     return out
 
 
-def lerp_in_place(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _lerp_in_place(start: torch.Tensor, end: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``start.lerp_(end, weight)``. A weight that broadcasts along the innermost dim (a pixel
     mask on channels_last images, whose channels are innermost) makes torch's kernel run
     length-C inner loops, measured 6-17x slower; then each channel is done on its own (a
@@ -128,7 +128,8 @@ def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torc
     cycle's first row, saved before the walk."""
     partners = index.tolist()
     per_row = weight.shape[0] != 1
-    order = [d - 1 for d in batch_major_order(x)[1:]] if batch_major_order(x) else list(range(x.ndim - 1))
+    layout = batch_major_order(x)         # a row's dims in the order that is contiguous
+    order = [d - 1 for d in layout[1:]] if layout else list(range(x.ndim - 1))
     done = [False] * len(partners)
     for start in range(len(partners)):
         if done[start] or partners[start] == start:
@@ -140,7 +141,7 @@ def _blend_in_place_by_cycles(x: torch.Tensor, index: torch.Tensor, weight: torc
             nxt = partners[row]
             source = first if nxt == start else x[nxt]
             w = weight[row] if per_row else weight[0]
-            lerp_in_place(x[row].permute(order), source.permute(order), (1.0 - w).permute(order))
+            _lerp_in_place(x[row].permute(order), source.permute(order), (1.0 - w).permute(order))
             row = nxt
     return x
 

@@ -91,7 +91,9 @@ class MixPolicy:
         stop_epoch: from this epoch on (see ``set_epoch``) the policy stops mixing
             (timm's ``mixup_off_epoch``).
         seed: seed of the policy's own generator, used when a call passes no generator.
-        inplace: write the mixed batch into ``x`` (saves one batch of memory).
+        inplace: write the mixed batch into ``x`` (saves one batch of memory). To write it into
+            a buffer of your own instead, call ``policy(x, y, out=buffer)``; uint8 images mix
+            with ``policy.mix_uint8(x, y)``.
     """
 
     needs: str = "input"          # what the engine must provide: input, saliency or features
