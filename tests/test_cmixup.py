@@ -85,8 +85,8 @@ def test_window_sampler_whole_dataset_statistics():
     # every row's partner: the mean |y_i - y_j| of a Gaussian kernel on dense labels is sigma*sqrt(2/pi)
     g = torch.Generator().manual_seed(4)
     labels = torch.randn(200_000, generator=g) * 5
-    sigma = 0.05
-    idx = KernelPairing(sigma=sigma, labels=labels).sample_epoch(g)
+    sigma = 0.1
+    idx = KernelPairing(sigma=sigma, sigma_units="raw", labels=labels).sample_epoch(g)
     assert idx.shape == labels.shape and idx.dtype == torch.long
     mean_abs = (labels[idx] - labels).abs().mean().item()
     assert abs(mean_abs - sigma * math.sqrt(2 / math.pi)) < 0.01 * sigma * 5
@@ -96,7 +96,7 @@ def test_epoch_sampling_memory_is_linear():
     # 1e5 scalar labels: an N x N float matrix would be 40 GB; the sampler's allocations stay small
     g = torch.Generator().manual_seed(5)
     labels = torch.rand(100_000, generator=g) * 100
-    pairing = KernelPairing(sigma=0.5, labels=labels)
+    pairing = KernelPairing(sigma=0.5, sigma_units="raw", labels=labels)
     idx = pairing.sample_epoch(g)
     assert int(idx.min()) >= 0 and int(idx.max()) < labels.shape[0]
     assert (labels[idx] - labels).abs().max().item() <= 8 * 0.5 + 1e-9   # truncation at 8 sigma
@@ -122,7 +122,8 @@ def test_mixup_with_cmixup_regression_targets():
     x = torch.randn(64, 1, 10, generator=g)
     y = torch.cat([torch.zeros(32), 10 + torch.zeros(32)]) + 0.01 * torch.randn(64, generator=g)
     mb = policy(x, y, generator=torch.Generator().manual_seed(1))
-    # partners come from the same cluster (the other cluster has kernel weight ~exp(-5000))
+    # partners come from the same cluster: the bandwidth is 0.1 x the label std (~5), so the other
+    # cluster, 10 away, has kernel weight ~exp(-200)
     assert bool(((y[mb.index] - y).abs() < 1).all())
     assert mb.mix_targets().shape == (64,)
 

@@ -31,7 +31,7 @@ def test_partners_follow_the_kernel_over_the_whole_set():
     labels = torch.tensor([0.0, 0.1, 0.5, 1.0, 1.1, 3.0])
     sigma = 0.5
     counts = torch.zeros(6, 6)
-    sampler = KernelPartnerSampler(labels, batch_size=2, sigma=sigma, seed=3)
+    sampler = KernelPartnerSampler(labels, batch_size=2, sigma=sigma, sigma_units="raw", seed=3)
     for epoch in range(1500):
         sampler.set_epoch(epoch)
         s = sampler.indices()

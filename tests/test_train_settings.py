@@ -46,7 +46,7 @@ def test_bad_settings_stop_before_any_file_is_written(tmp_path):
 def test_valid_config_gives_typed_settings():
     s = validate(compose_config(["mix=cmixup", "data=diabetes", "mix.pairing.scope=dataset"]))
     assert s.trainer.epochs == 15 and s.trainer.select == "best_val" and s.loss.name == "mse"
-    assert s.mix.policy_kwargs["pairing"] == "halves" and s.mix.dataset_pairing == {"sigma": 1.0}
+    assert s.mix.policy_kwargs["pairing"] == "halves" and s.mix.dataset_pairing == {"sigma": 0.2, "sigma_units": "std"}
     assert s.data.val_fraction == 0.1 and s.data.builder_kwargs == {"test_fraction": 0.2, "split_seed": 0}
 
 

@@ -6,7 +6,7 @@ from typing import Iterator, List
 import torch
 from torch.utils.data import Sampler
 
-from ..pairing.kernel import KernelPairing
+from ..pairing.kernel import DEFAULT_SIGMA, KernelPairing
 
 
 class KernelPartnerSampler(Sampler[int]):
@@ -16,20 +16,22 @@ class KernelPartnerSampler(Sampler[int]):
     no N×N matrix). Use it with ``pairing="halves"``, which mixes row k with row k + h.
 
     labels: (N,) or (N, D) training labels (class indices or floats); batch_size: the
-    DataLoader's, even. One epoch takes ceil(N/2) anchors, so it yields about N indices, as a
+    DataLoader's, even. sigma, sigma_units: the bandwidth as in ``KernelPairing`` (default 0.2 x
+    the spread of the N training labels). One epoch takes ceil(N/2) anchors, so it yields about N indices, as a
     shuffled epoch does; each drawn pair is used in both directions. With ``world_size > 1`` the
     anchors are sharded across ranks.
     """
 
-    def __init__(self, labels: torch.Tensor, batch_size: int, sigma: float, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, truncation: float = 8.0) -> None:
+    def __init__(self, labels: torch.Tensor, batch_size: int, sigma: float = DEFAULT_SIGMA, sigma_units: str = "std",
+                 seed: int = 0, rank: int = 0, world_size: int = 1, truncation: float = 8.0) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size must be an even int >= 2 for whole-dataset C-Mixup "
                              f"(half anchors, half partners), got {batch_size!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.labels = torch.as_tensor(labels)
-        self.pairing = KernelPairing(sigma=sigma, labels=self.labels, truncation=truncation)
+        self.pairing = KernelPairing(sigma=sigma, sigma_units=sigma_units, labels=self.labels,
+                                     truncation=truncation)
         self.batch_size, self.seed, self.rank, self.world = batch_size, int(seed), rank, world_size
         self.epoch = 0
 

@@ -16,27 +16,67 @@ labels (``KernelPairing.sample_epoch`` / ``kernel_partners``). No N x N matrix i
   weights for a chunk of queries against all N labels at a time, in two reused float64 buffers of
   ``chunk_elements`` elements (2 x 32 MB by default); time O(N**2 D) for a whole epoch.
 
+Units of the bandwidth (``KernelPairing(sigma_units=...)``):
+
+* ``"std"`` (the default): the bandwidth is ``sigma`` times the spread of the labels the pairing
+  sees (the batch's labels in the batch pairing, all training labels in ``sample_epoch``), so the
+  same ``sigma`` pairs the same rows whatever the units of the labels. The spread is
+  ``label_spread``: the std for scalar labels; for (N, D) labels the root of the summed
+  per-dimension variances (the RMS distance of the labels from their mean), so that the typical
+  distance between two labels is ``sqrt(2)`` spreads whatever D is; 1 for class indices.
+* ``"raw"``: ``sigma`` is in label units, as in the paper's configs (Airfoil 1.75, NO2 1.2, ...,
+  which are in each data set's raw units). A raw ``sigma`` more than 10 times, or less than 0.01
+  times, the spread of the labels first seen makes C-Mixup plain mixup or no mixing at all, and
+  warns once.
+
 Class indices (long) are treated as one-hot vectors: the same class has weight 1, another class
-``exp(-1 / sigma**2)``.
+``exp(-1 / s**2)`` with ``s`` the bandwidth (their spread is taken as 1: the one-hot distance
+between two classes is ``sqrt(2)``, as it is between two typical scalar labels in spreads).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+import warnings
+from typing import Optional, Union
 
 import torch
 
 from . import register_pairing
 
-__all__ = ["KernelPairing", "kernel_partners"]
+__all__ = ["KernelPairing", "kernel_partners", "label_spread", "DEFAULT_SIGMA", "SIGMA_UNITS"]
 
 _BINS_PER_SIGMA = 4
+DEFAULT_SIGMA = 0.2             # x the label spread: measured in benchmarks/cmixup_bandwidth.py
+SIGMA_UNITS = ("std", "raw")
+_RAW_WARN_RANGE = (0.01, 10.0)  # raw sigma / label spread outside this range warns
 
 
 def _check_sigma(sigma: float) -> float:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
         raise ValueError(f"sigma must be a finite number > 0 (the kernel bandwidth), got {sigma!r}")
     return float(sigma)
+
+
+def _check_units(sigma_units: str) -> str:
+    if sigma_units not in SIGMA_UNITS:
+        raise ValueError(f"sigma_units must be 'std' (sigma times the label spread) or 'raw' (sigma in "
+                         f"label units), got {sigma_units!r}")
+    return sigma_units
+
+
+def label_spread(y: torch.Tensor) -> torch.Tensor:
+    """The scale a relative bandwidth is measured in, as a 0-d float64 tensor on ``y.device``
+    (no host sync).
+
+    y: (N,) or (N, D) float labels -> ``sqrt(sum_d var_d)`` (population variances; the std when
+    D = 1); (N,) long class indices -> 1. A spread of 0 (N = 1, or all labels equal: every partner
+    is then equally near) is returned as 1, so the bandwidth stays positive.
+    """
+    if not y.is_floating_point():
+        return torch.ones((), dtype=torch.float64, device=y.device)
+    points = y.reshape(y.shape[0], -1).to(torch.float64)
+    spread = points.var(dim=0, correction=0).sum().sqrt()
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
 
 
 def _as_points(y: torch.Tensor, name: str) -> torch.Tensor:
@@ -54,10 +94,11 @@ def _as_points(y: torch.Tensor, name: str) -> torch.Tensor:
     return y.reshape(y.shape[0], -1)
 
 
-def _dense_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
+def _dense_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: Union[float, torch.Tensor],
                     generator: torch.Generator, chunk_elements: int) -> torch.Tensor:
     """Exact sampling, a chunk of queries at a time. queries (Q, D) / labels (N, D) float, or both
-    (Q,) / (N,) long class indices -> (Q,) long indices into labels.
+    (Q,) / (N,) long class indices -> (Q,) long indices into labels. ``sigma``: a float or a 0-d
+    tensor on the labels' device (a per-batch bandwidth, kept on the device).
 
     Two (chunk, N) float64 work buffers are allocated once and reused (in-place ops), so memory
     stays at 2 x ``chunk_elements`` elements whatever N and D are (squared distances by
@@ -67,7 +108,7 @@ def _dense_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
     chunk = max(1, min(queries.shape[0], chunk_elements // n))
     buf = torch.empty(chunk, n, dtype=torch.float64, device=labels.device)
     noise = torch.empty_like(buf)
-    scale = -1.0 / (2.0 * sigma * sigma)
+    scale = -0.5 / (sigma * sigma)          # float, or 0-d tensor (no host sync)
     if not classes:
         centre = labels.mean(0, dtype=torch.float64)
         y = labels.to(torch.float64) - centre                                   # (N, D)
@@ -223,7 +264,8 @@ def kernel_partners(queries: torch.Tensor, labels: torch.Tensor, sigma: float,
     method: ``"window"`` (scalar float labels only: sorted bins + rejection, exact up to the
     ``truncation`` in sigmas), ``"dense"`` (exact, chunked: memory O(chunk_elements)), or
     ``"auto"`` (window for scalar float labels with N > 4096, dense otherwise).
-    Class-index labels are compared as one-hot vectors.
+    Class-index labels are compared as one-hot vectors. ``sigma`` is in label units here; a
+    bandwidth relative to the label spread is ``KernelPairing``'s (``sigma_units="std"``).
     """
     sigma = _check_sigma(sigma)
     q = _as_points(queries, "queries")
@@ -254,11 +296,16 @@ class KernelPairing:
     whole training set (``sample_epoch``).
 
     Args:
-        sigma: kernel bandwidth, in label units (the paper's per-dataset values: Airfoil 1.75,
-            NO2 1.2, Exchange-Rate 0.05, Electricity 0.5, RCF-MNIST 0.2, Crime 4, SkillCraft 1;
-            they assume standardised or raw targets as in each dataset's recipe).
+        sigma: kernel bandwidth, in the units given by ``sigma_units`` (default 0.2 spreads).
+        sigma_units: ``"std"`` (default): the bandwidth is ``sigma`` x ``label_spread`` of the
+            labels the pairing sees (per batch in the batch pairing, as a device tensor; per
+            training set in ``sample_epoch``), so it is the same whatever the label units.
+            ``"raw"``: ``sigma`` in label units, to reproduce the paper's bandwidths (Airfoil
+            1.75, NO2 1.2, Exchange-Rate 0.05, Electricity 0.5, RCF-MNIST 0.2, Crime 4,
+            SkillCraft 1: each data set's raw units, not standardised targets); warns once when
+            it is more than 10x or less than 0.01x the spread of the labels first seen.
         labels: optional training-set labels (N,) or (N, D) for ``sample_epoch``.
-        truncation: window half-width in sigmas for the scalar fast path (default 8).
+        truncation: window half-width in bandwidths for the scalar fast path (default 8).
         chunk_elements: memory bound of the dense path (elements per chunk).
 
     ``pairing(batch_size, generator, y)``: y (B,) or (B, D) float targets, (B, K) soft labels or
@@ -266,9 +313,10 @@ class KernelPairing:
     independently per row, so ``involution=True`` (mode="pair") is not supported.
     """
 
-    def __init__(self, sigma: float = 1.0, labels: Optional[torch.Tensor] = None, truncation: float = 8.0,
-                 chunk_elements: int = 1 << 22) -> None:
+    def __init__(self, sigma: float = DEFAULT_SIGMA, sigma_units: str = "std", labels: Optional[torch.Tensor] = None,
+                 truncation: float = 8.0, chunk_elements: int = 1 << 22) -> None:
         self.sigma = _check_sigma(sigma)
+        self.sigma_units = _check_units(sigma_units)
         if not (isinstance(truncation, (int, float)) and truncation >= 3):
             raise ValueError(f"truncation must be a number of sigmas >= 3, got {truncation!r}")
         if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
@@ -278,6 +326,33 @@ class KernelPairing:
         self.labels = None if labels is None else torch.as_tensor(labels)
         self._bins = None
         self._bins_key = None
+        self._epoch_bandwidth = None    # the bandwidth of the training set behind the cached bins
+        self._range_checked = False
+
+    def bandwidth(self, y: torch.Tensor) -> Union[float, torch.Tensor]:
+        """The kernel's sigma in label units for labels y (N,) or (N, D): a 0-d tensor on y's
+        device with ``sigma_units="std"``, the float ``sigma`` with ``"raw"``."""
+        if self.sigma_units == "std":
+            return self.sigma * label_spread(y)
+        if not self._range_checked:
+            self._warn_if_out_of_range(y)
+        return self.sigma
+
+    def _warn_if_out_of_range(self, y: torch.Tensor) -> None:
+        """One host sync, the first time raw labels are seen: is sigma on the labels' scale?"""
+        if not y.is_floating_point() or y.shape[0] < 2:
+            return
+        spread = float(label_spread(y))
+        self._range_checked = True
+        low, high = _RAW_WARN_RANGE
+        if not low * spread <= self.sigma <= high * spread:
+            effect = ("every partner equally likely: C-Mixup becomes plain mixup" if self.sigma > high * spread
+                      else "partners almost only rows with the same label: little mixing")
+            warnings.warn(f"pairing='cmixup' with sigma_units='raw': sigma={self.sigma:g} is "
+                          f"{self.sigma / spread:.3g} x the spread of the labels ({spread:.4g}), outside "
+                          f"[{low:g}, {high:g}] x, so {effect}. Give sigma in the labels' units, or use "
+                          f"sigma_units='std' (sigma x the label spread; default sigma={DEFAULT_SIGMA})",
+                          UserWarning, stacklevel=3)
 
     def __call__(self, batch_size: int, generator: torch.Generator, y: Optional[torch.Tensor] = None,
                  involution: bool = False) -> torch.Tensor:
@@ -290,14 +365,16 @@ class KernelPairing:
             raise ValueError("pairing='cmixup' needs the labels y of the batch to pair by label distance, got None")
         if y.shape[0] != batch_size:
             raise ValueError(f"y must have batch_size={batch_size} rows, got shape {tuple(y.shape)}")
-        y = y.detach().to(generator.device)
-        return kernel_partners(y, y, self.sigma, generator, method="dense", chunk_elements=self.chunk_elements)
+        points = _as_points(y.detach().to(generator.device), "y")
+        return _dense_partners(points, points, self.bandwidth(points), generator, self.chunk_elements)
 
     def sample_epoch(self, generator: torch.Generator, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A partner among all training labels for every training sample: (N,) long indices.
 
-        labels: (N,) or (N, D); defaults to the ``labels`` given at construction. Scalar labels use
-        the sorted-window sampler (1e6 labels in seconds, O(N) memory); the bins are cached.
+        labels: (N,) or (N, D); defaults to the ``labels`` given at construction. The bandwidth is
+        ``sigma`` x the spread of these N labels (``sigma_units="std"``) or ``sigma`` (``"raw"``).
+        Scalar labels use the sorted-window sampler (1e6 labels in seconds, O(N) memory); the bins
+        are cached.
         """
         if labels is None:
             if self.labels is None:
@@ -307,15 +384,19 @@ class KernelPairing:
         key = (id(labels), tuple(torch.as_tensor(labels).shape), str(generator.device))
         labels = torch.as_tensor(labels).to(generator.device)
         y = _as_points(labels, "labels")
+        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+            raise ValueError("labels must be finite for pairing='cmixup', got NaN or inf values")
+        if self._bins_key != key:       # one bandwidth per training set
+            self._bins, self._bins_key = None, key
+            self._epoch_bandwidth = float(self.bandwidth(y))
+        sigma = self._epoch_bandwidth
         if y.is_floating_point() and y.shape[1] == 1:
-            if not bool(torch.isfinite(y).all()):
-                raise ValueError("labels must be finite for pairing='cmixup', got NaN or inf values")
-            if self._bins is None or self._bins_key != key:
-                self._bins, self._bins_key = _SortedBins(y, self.sigma), key
-            return self._bins.sample(y.reshape(-1).to(torch.float64), self.sigma, self.truncation, generator,
+            if self._bins is None:
+                self._bins = _SortedBins(y, sigma)
+            return self._bins.sample(y.reshape(-1).to(torch.float64), sigma, self.truncation, generator,
                                      chunk=1 << 16)
-        return kernel_partners(labels, labels, self.sigma, generator, method="dense",
+        return kernel_partners(labels, labels, sigma, generator, method="dense",
                                chunk_elements=self.chunk_elements)
 
     def __repr__(self) -> str:
-        return f"KernelPairing(sigma={self.sigma})"
+        return f"KernelPairing(sigma={self.sigma}, sigma_units={self.sigma_units!r})"

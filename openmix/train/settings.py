@@ -455,7 +455,7 @@ def _mix_settings(node: Any, task: str) -> MixSettings:
         if scope == "dataset":
             if pairing.get("name") != "cmixup":
                 raise ConfigError(f"mix.pairing.scope=dataset needs mix.pairing.name=cmixup, got {pairing.get('name')!r}")
-            dataset_pairing = {k: pairing[k] for k in ("sigma", "truncation") if k in pairing}
+            dataset_pairing = {k: pairing[k] for k in ("sigma", "sigma_units", "truncation") if k in pairing}
             pairing = "halves"   # whole-dataset partners arrive in the second half of each batch
         kwargs["pairing"] = pairing
     return MixSettings(name=name, where=where, policy_kwargs=kwargs, dataset_pairing=dataset_pairing)
