@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -28,24 +28,34 @@ def timed(fn: Callable[[], object], device, repeats: int, warmup: int = 1) -> fl
     return statistics.median(times)
 
 
-def interleaved(fns: dict, device, rounds: int, warmup: int = 1) -> dict:
+def interleaved(fns: dict, device, rounds: int, warmup: int = 1, prepare: Optional[dict] = None) -> dict:
     """Seconds of each ``fns[name]()`` per round, the functions called in turn within every round.
 
     Interleaving exposes every function to the same machine load, so ratios taken round by round
     (``ratio_stats``) stay meaningful on a shared, noisy machine where separate medians do not.
+    ``prepare[name]()``, where given, runs untimed just before each call of ``fns[name]`` (a fresh
+    copy for a peer that mixes in place, or returning freed memory to the OS for a cold call).
     """
-    for fn in fns.values():
+    prepare = prepare or {}
+    for name, fn in fns.items():
         for _ in range(warmup):
+            prepare.get(name, _nothing)()
             fn()
     sync(device)
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            prepare.get(name, _nothing)()
+            sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def _nothing() -> None:
+    return None
 
 
 def ratio_stats(numerator: list, denominator: list) -> dict:

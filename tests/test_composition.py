@@ -81,7 +81,9 @@ def test_policy_state_dict_restores_the_stream():
     assert torch.equal(b(x, y).x, first.x)
 
 
-def test_resizemix_ignores_alpha():
+def test_resizemix_refuses_alpha():
+    # λ comes from the scale τ, not Beta(α, α): an alpha is refused instead of silently ignored
+    with pytest.raises(ValueError, match=r"alpha is not a ResizeMix argument.*got alpha=0.0"):
+        openmix.build_policy("resizemix", alpha=0.0, mode="elem", seed=0)
     x, y = batch(b=8)
-    mb = openmix.build_policy("resizemix", alpha=0.0, mode="elem", seed=0)(x, y)
-    assert (mb.lam < 1).all()
+    assert (openmix.build_policy("resizemix", mode="elem", seed=0)(x, y).lam < 1).all()

@@ -78,7 +78,7 @@ def test_collate_refuses_policies_that_need_the_model():
     ("mixup", dict(alhpa=1.0), r"policy 'mixup' got unknown keyword\(s\) 'alhpa'; accepted: alpha, mode, p, "
                                r"pairing, stop_epoch, seed, inplace\n  alhpa: did you mean 'alpha'\?"),
     ("fmix", dict(decay_pwr=3), r"accepted: alpha, decay_power, max_soft, mode.*did you mean 'decay_power'"),
-    ("resizemix", dict(scal=(0.1, 0.5)), r"accepted: scale, interpolation, alpha.*did you mean 'scale'"),
+    ("resizemix", dict(scal=(0.1, 0.5)), r"accepted: scale, interpolation, placement, .*did you mean 'scale'"),
     ("mixup", dict(mixup_alpha=0.8, prob=0.5),
      r"'mixup_alpha', 'prob'.*mixup_alpha is alpha of build_policy\('mixup'.*prob is p "),
     ("cutmix", dict(cutmix_alpha=1.0), r"cutmix_alpha is alpha of build_policy\('cutmix'"),

@@ -35,3 +35,25 @@ def box_inside(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int]) -> to
         shape[1 + k] = size
         inside = inside & along.view(shape)
     return inside.unsqueeze(1)
+
+
+def box_mask(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, 1, *spatial) in ``dtype``: 0 inside each row's box, 1 outside (the own-image weight).
+
+    lo, hi: (B, d) long, the box is ``lo <= i < hi`` per dim. Built as 1 minus the outer product
+    of per-dim indicators, so the full-size tensor is written once.
+    """
+    batch, ndim = lo.shape
+    inside = None
+    for k, size in enumerate(spatial):
+        ar = torch.arange(size, device=lo.device)
+        along = ((ar >= lo[:, k:k + 1]) & (ar < hi[:, k:k + 1])).to(dtype)        # (B, size)
+        shape = [batch, 1] + [1] * ndim
+        shape[2 + k] = size
+        along = along.view(shape)
+        if k == ndim - 1:
+            if inside is None:
+                return torch.sub(1, along)
+            return torch.addcmul(torch.ones((), dtype=dtype, device=lo.device), inside, along, value=-1)
+        inside = along if inside is None else inside * along
+    raise ValueError(f"spatial must hold {ndim} sizes, got {tuple(spatial)}")

@@ -1,6 +1,7 @@
 """FMix's low-frequency images and exact top-k binarisation."""
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -19,15 +20,23 @@ def frequency_radius(spatial: Sequence[int], device=None) -> torch.Tensor:
     return torch.sqrt(sum(g * g for g in grids))
 
 
+@functools.lru_cache(maxsize=32)
+def _spectrum_scale(spatial: tuple, decay_power: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    radius = frequency_radius(spatial, device=device)
+    return radius.clamp(min=1.0 / max(spatial)).pow(-decay_power).to(dtype)
+
+
 def low_frequency_image(noise: torch.Tensor, spatial: Sequence[int], decay_power: float) -> torch.Tensor:
     """A random low-frequency image per row (FMix, Harris et al. 2020).
 
     noise: (B, *rfft_shape(spatial), 2) standard normal (real and imaginary parts);
     returns (B, *spatial) real. Each frequency f is scaled by ``1 / max(f, 1/max(spatial)) ** decay_power``.
     """
-    radius = frequency_radius(spatial, device=noise.device)
-    scale = radius.clamp(min=1.0 / max(spatial)).pow(-decay_power).to(noise.dtype)
-    spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
+    scale = _spectrum_scale(tuple(spatial), float(decay_power), noise.dtype, noise.device)
+    if noise.stride(-1) == 1 and noise.is_contiguous():
+        spectrum = torch.view_as_complex(noise) * scale          # no copy of the noise
+    else:
+        spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
     dims = tuple(range(1, 1 + len(spatial)))
     return torch.fft.irfftn(spectrum, s=tuple(spatial), dim=dims)
 
@@ -47,10 +56,10 @@ def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     batch, n = values.shape
     bins = min(4096, max(16, n // 16))       # about 16 values per bin on average
-    low = values.amin(dim=1, keepdim=True)
-    span = (values.amax(dim=1, keepdim=True) - low).clamp(min=torch.finfo(values.dtype).tiny)
+    low = values.amin(dim=1, keepdim=True)       # (amin and amax beat aminmax on the CPU)
+    span = (values.amax(dim=1, keepdim=True) - low).clamp_(min=torch.finfo(values.dtype).tiny)
     # monotone in the value, so every value in a higher bin is larger
-    bin_of = ((values - low) * ((bins - 1e-3) / span)).to(torch.int32).clamp_(0, bins - 1)
+    bin_of = (values - low).mul_((bins - 1e-3) / span).to(torch.int32).clamp_(0, bins - 1)
     offset = (torch.arange(batch, dtype=torch.int32) * bins).unsqueeze(1)
     counts = torch.bincount((bin_of + offset).view(-1), minlength=batch * bins).view(batch, bins)
     from_top = counts.flip(1).cumsum(1)                       # values in the top j+1 bins
@@ -58,9 +67,12 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     threshold_bin = (bins - 1 - first).to(torch.int32)        # the bin holding the k-th largest
     mask = bin_of > threshold_bin
     in_bin = bin_of == threshold_bin
-    need = k - mask.sum(dim=1)                                # how many to take from that bin
-    size = in_bin.sum(dim=1)
-    candidates = values[in_bin]                               # row-major: grouped by row
+    # counts from the histogram (a sum over the bool masks costs more than building them)
+    above = torch.where(first > 0, from_top.gather(1, (first - 1).clamp_(min=0)), 0).squeeze(1)
+    need = k - above                                          # how many to take from that bin
+    size = counts.gather(1, threshold_bin.long()).squeeze(1)
+    where = in_bin.view(-1).nonzero().squeeze(1)              # row-major: grouped by row
+    candidates = values.view(-1).index_select(0, where)
     rows = torch.repeat_interleave(torch.arange(batch), size)
     by_value = torch.argsort(candidates, descending=True, stable=True)
     order = by_value[torch.argsort(rows[by_value], stable=True)]   # by row, then by value
@@ -68,7 +80,7 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     rank = torch.arange(candidates.numel()) - (torch.cumsum(size, 0) - size)[sorted_rows]
     chosen = torch.empty(candidates.numel(), dtype=torch.bool)
     chosen[order] = rank < need[sorted_rows]
-    mask[in_bin] = chosen
+    mask.view(-1).index_put_((where,), chosen)
     return mask.to(values.dtype)
 
 

@@ -5,6 +5,7 @@ A policy follows torchvision v2's split: ``sample_params`` makes every random dr
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -24,16 +25,45 @@ NEEDS = ("input", "saliency", "features")
 Params = Dict[str, torch.Tensor]
 
 
-def sample_beta(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """(n,) draws of Beta(alpha, alpha) on ``generator.device``; all ones when alpha == 0.
+# below this α, torch's float32 Gamma sampler loses Beta(α, α)'s tails: values within 6e-8 of 1
+# round to 1 - 6e-8 (visible to a KS test at α = 0.2) and for tiny α both Gamma draws underflow to
+# 0, which the Dirichlet sampler returns as exactly 0.5 (25% of draws at α = 1e-3, all at 1e-8)
+SMALL_ALPHA = 0.5
 
-    Uses the Dirichlet sampler that ``torch.distributions.Beta`` uses, which (unlike the public
-    distribution API) accepts a generator and stays accurate for small alpha.
+
+def sample_beta(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) float32 draws of Beta(alpha, alpha) on ``generator.device``; all ones when alpha == 0.
+
+    For alpha >= 0.5, torch's Dirichlet sampler (what ``torch.distributions.Beta`` uses; unlike
+    the distribution API it takes a generator). Below, ``sigmoid(beta_log_odds(...))``, which
+    stays exact in the tails however small alpha is: for alpha -> 0 the draws go to 0 and 1 in
+    equal halves, as Beta(alpha, alpha) does.
     """
     if alpha <= 0.0:
         return torch.ones(n, device=generator.device)
-    concentration = torch.full((n, 2), float(alpha), device=generator.device)
-    return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
+    if alpha >= SMALL_ALPHA:
+        concentration = torch.full((n, 2), float(alpha), device=generator.device)
+        return torch._sample_dirichlet(concentration, generator=generator)[:, 0]
+    return torch.sigmoid(beta_log_odds(alpha, n, generator)).float()
+
+
+def beta_log_odds(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n,) float64 ``log G1 - log G2`` with G1, G2 ~ Gamma(alpha, 1) independent: the log-odds
+    ``log(λ / (1 - λ))`` of λ ~ Beta(alpha, alpha), so ``λ = sigmoid(result)``.
+
+    For shape a < 1 the log of a Gamma(a) draw is ``log Gamma(a + 1) + log(U) / a`` with U uniform
+    on (0, 1] (the Marsaglia-Tsang boost, kept in log space so it cannot underflow).
+    """
+    if not alpha > 0.0:
+        raise ValueError(f"alpha must be > 0 for beta_log_odds, got {alpha!r}")
+    device = generator.device
+    boost = alpha < 1.0
+    shape = torch.full((2, n), alpha + 1.0 if boost else alpha, dtype=torch.float64, device=device)
+    log_gamma = torch._standard_gamma(shape, generator=generator).log_()
+    if boost:
+        u = torch.rand((2, n), dtype=torch.float64, generator=generator, device=device)
+        log_gamma += torch.log1p(-u).div_(alpha)        # 1 - u lies in (0, 1]: the log is finite
+    return log_gamma[0] - log_gamma[1]
 
 
 def new_generator(seed: Optional[int], device: torch.device | str = "cpu") -> torch.Generator:
@@ -61,12 +91,16 @@ class MixPolicy:
         stop_epoch: from this epoch on (see ``set_epoch``) the policy stops mixing
             (timm's ``mixup_off_epoch``).
         seed: seed of the policy's own generator, used when a call passes no generator.
-        inplace: write the mixed batch into ``x`` (saves one batch of memory).
+        inplace: write the mixed batch into ``x`` (saves one batch of memory). To write it into
+            a buffer of your own instead, call ``policy(x, y, out=buffer)``; uint8 images mix
+            with ``policy.mix_uint8(x, y)``.
     """
 
     needs: str = "input"          # what the engine must provide: input, saliency or features
     uses_alpha: bool = True       # False where λ does not come from Beta(alpha, alpha) (ResizeMix)
     uses_mask: bool = False       # mask-based policies return MixedBatch.mask
+    supports_out: bool = False    # apply takes out= (a buffer for the mixed batch)
+    supports_uint8: bool = False  # apply mixes uint8 images block by block (see mix_uint8)
     spatial_dims: Tuple[int, int] = (1, 2)   # accepted numbers of spatial dims (min, max)
     modes: Sequence[str] = MODES
 
@@ -87,7 +121,7 @@ class MixPolicy:
     def set_epoch(self, epoch: int) -> None:
         """Evaluates the alpha and p schedules at ``epoch`` and applies ``stop_epoch``."""
         self.epoch = int(epoch)
-        self.alpha = check_non_negative(self.alpha_schedule(self.epoch), "alpha")
+        self.alpha = check_finite_non_negative(self.alpha_schedule(self.epoch), "alpha")
         self.p = check_probability(self.p_schedule(self.epoch), "p")
 
     @property
@@ -136,10 +170,15 @@ class MixPolicy:
         batch = shape[0]
         index = self.pairing(batch, generator, y=y, involution=self.mode == "pair")
         rows = self.row_source(index)
-        mixed = (torch.rand(batch, generator=generator, device=generator.device) < self.p)[rows]
-        lam = sample_beta(self.alpha, batch, generator)[rows]
-        lam = torch.where(mixed, lam, torch.ones_like(lam))
+        mixed = self.by_row(torch.rand(batch, generator=generator, device=generator.device) < self.p, rows)
+        lam = self.by_row(sample_beta(self.alpha, batch, generator), rows)
+        if self.p < 1.0:      # with p == 1 every row mixes
+            lam = torch.where(mixed, lam, torch.ones_like(lam))
         return {"index": index, "lam": lam, "mixed": mixed, "rows": rows}
+
+    def by_row(self, draws: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``draws[rows]``: the draw each row uses (in ``elem`` mode, each its own: no gather)."""
+        return draws if self.mode == "elem" else draws[rows]
 
     def apply(self, x: torch.Tensor, params: Params, **context: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """Deterministic mixing. x: (B, C, *spatial) -> (mixed x, mask (B, 1, *spatial) or None, lam (B,))."""
@@ -153,18 +192,55 @@ class MixPolicy:
     def identity(self, x: torch.Tensor, y: torch.Tensor) -> MixedBatch:
         """The batch unmixed: every row its own partner, λ = 1, mask of ones."""
         batch = x.shape[0]
-        mask = x.new_ones((1,) * x.ndim).expand(batch, 1, *x.shape[2:]) if self.uses_mask else None
+        mask = None
+        if self.uses_mask:
+            mask_dtype = x.dtype if x.is_floating_point() else torch.float32
+            mask = torch.ones((1,) * x.ndim, dtype=mask_dtype, device=x.device).expand(batch, 1, *x.shape[2:])
         return MixedBatch(x=x, y=y, index=torch.arange(batch, device=x.device),
                           lam=torch.ones(batch, device=x.device, dtype=lam_dtype(x)), mask=mask)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 **context: Any) -> MixedBatch:
-        """x: (B, C, *spatial) float; y: (B,) class indices, (B, K) soft labels or float targets."""
+                 out: Optional[torch.Tensor] = None, **context: Any) -> MixedBatch:
+        """x: (B, C, *spatial) float; y: (B,) class indices, (B, K) soft labels or float targets.
+
+        ``out``: a tensor like x (same shape, dtype, device; not x) that receives the mixed batch
+        with no batch-sized allocation (policies with ``supports_out``). The returned ``x`` is
+        ``out`` whenever the batch is mixed, and x itself when it is left unmixed (p = 0,
+        α = 0, after ``stop_epoch``, or a batch-level coin that says no), as without ``out``.
+        Do not override: subclasses implement ``sample_params``, ``apply`` and ``check_context``.
+        """
         check_input(x, "x", *self.spatial_dims)
         if self.needs == "input":
             check_layout(x)          # warns on channels-last, grayscale (B, H, W), a single (C, H, W)
+        return self._mix(x, y, generator, out, context)
+
+    def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
+                  out: Optional[torch.Tensor] = None) -> MixedBatch:
+        """uint8 images x: (B, C, *spatial) -> a MixedBatch whose ``x`` is uint8.
+
+        Equal to ``policy(x.float(), y, generator=g)`` with ``x`` rounded to the nearest integer
+        (``MixCollate``'s uint8 rule) for the same generator. Policies with ``supports_uint8``
+        blend block by block in float32, never holding a float copy of the batch; the others
+        take that float path. ``mask`` and ``lam`` are float32.
+        """
+        check_input(x, "x", *self.spatial_dims, floating=False)
+        if x.dtype != torch.uint8:
+            raise TypeError(f"x must be a uint8 tensor for mix_uint8, got dtype {x.dtype}")
+        if self.supports_uint8:
+            if self.needs == "input":
+                check_layout(x)
+            return self._mix(x, y, generator, out, {})
+        _check_out_like(x, out)
+        mb = self(x.float(), y, generator=generator)
+        mixed = mb.x.round_().clamp_(0, 255)
+        mb.x = out.copy_(mixed) if out is not None else mixed.to(torch.uint8)
+        return mb
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator],
+             out: Optional[torch.Tensor], context: Dict[str, Any]) -> MixedBatch:
         check_labels(y, x.shape[0], "y")
         self.check_context(x, context)
+        self.check_out(x, out)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         generator = self.generator if generator is None else generator
@@ -174,17 +250,63 @@ class MixPolicy:
         # a batch-level coin that says "no" skips the work; only checked where it costs no sync
         if self.mode == "batch" and params["mixed"].device.type == "cpu" and not bool(params["mixed"][0]):
             return self.identity(x, y)
-        params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
+        if params["index"].device != x.device:
+            params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
+        if out is not None:
+            context = dict(context, out=out)
         mixed_x, mask, lam = self.apply(x, params, **context)
         return MixedBatch(x=mixed_x, y=y, index=params["index"], lam=lam.to(lam_dtype(x)), mask=mask)
+
+    def check_out(self, x: torch.Tensor, out: Optional[torch.Tensor]) -> None:
+        """out: None, or a tensor of x's shape, dtype and device that does not overlap x."""
+        if out is None:
+            return
+        if not self.supports_out:
+            raise TypeError(f"{type(self).__name__} does not take out=; call it without out")
+        if self.inplace:
+            raise ValueError("out must be None for a policy built with inplace=True (it writes into x)")
+        _check_out_like(x, out)
 
     def extra_repr(self) -> str:
         return ""
 
     def __repr__(self) -> str:
         extra = self.extra_repr()
-        return (f"{type(self).__name__}(alpha={self.alpha}, mode={self.mode!r}, p={self.p}, "
+        alpha = f"alpha={self.alpha}, " if self.uses_alpha else ""
+        return (f"{type(self).__name__}({alpha}mode={self.mode!r}, p={self.p}, "
                 f"pairing={self.pairing!r}{', ' + extra if extra else ''})")
+
+
+def _check_out_like(x: torch.Tensor, out: Optional[torch.Tensor]) -> None:
+    if out is None:
+        return
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor like x or None, got {type(out).__name__}")
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(f"out must match x's shape {tuple(x.shape)}, dtype {x.dtype} and device {x.device}, "
+                         f"got shape {tuple(out.shape)}, dtype {out.dtype}, device {out.device}")
+    if _overlaps(out, x):
+        raise ValueError("out must not share memory with x; to mix x itself, build the policy with inplace=True")
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of two tensors intersect (conservative for strided views)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+    def span(t):
+        start = t.data_ptr()
+        extent = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) + 1
+        return start, start + extent * t.element_size()
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def check_finite_non_negative(value: Any, name: str) -> float:
+    """check_non_negative that also refuses NaN and infinity."""
+    value_out = check_non_negative(value, name)
+    if not math.isfinite(value_out):
+        raise ValueError(f"{name} must be a finite real number >= 0, got {value!r}")
+    return value_out
 
 
 def lam_dtype(x: torch.Tensor) -> torch.dtype:

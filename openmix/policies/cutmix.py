@@ -1,10 +1,16 @@
 """CutMix (Yun et al., 2019): paste a box of the partner; λ corrected to the clipped box."""
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..ops import box_bounds, box_inside, blend_with_partner
+from ..ops import box_bounds, box_mask, blend_with_partner
 from .base import MixPolicy, register_policy
+
+# on the CPU, rows of at least this many elements get their boxes by slice copies, one row at a
+# time; smaller rows are blended with the mask in one batched call (fewer, larger operations)
+BOX_COPY_MIN_ROW = 3 * 96 * 96
 
 
 @register_policy("cutmix")
@@ -16,24 +22,43 @@ class CutMix(MixPolicy):
     """
 
     uses_mask = True
+    supports_out = True
+    supports_uint8 = True
     spatial_dims = (1, 3)
 
     def sample_params(self, shape, generator, y=None):
         params = super().sample_params(shape, generator, y)
         centre = torch.rand(shape[0], len(shape) - 2, generator=generator, device=generator.device)
-        params["centre"] = centre[params["rows"]]
+        params["centre"] = self.by_row(centre, params["rows"])
         return params
 
-    def apply(self, x, params, **context):
+    def apply(self, x, params, out=None, **context):
         spatial = tuple(x.shape[2:])
         lo, hi = box_bounds(params["lam"], params["centre"], spatial)
-        inside = box_inside(lo, hi, spatial)                                 # (B, 1, *spatial)
-        lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / float(torch.tensor(spatial).prod())
-        mask = (~inside).to(x.dtype)
-        if self.mode == "batch" and x.device.type == "cpu":
-            # one box for the batch: copy just the box region of the partners
-            out = x if self.inplace else x.clone()
-            region = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in zip(lo[0].tolist(), hi[0].tolist()))
-            out[region] = x[region].index_select(0, params["index"])
-            return out, mask, lam
-        return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
+        lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / math.prod(spatial)
+        mask_dtype = x.dtype if x.is_floating_point() else torch.float32
+        shared = self.mode == "batch"
+        mask = box_mask(lo[:1] if shared else lo, hi[:1] if shared else hi, spatial, mask_dtype)
+        mask = mask.expand(x.shape[0], -1, *spatial) if shared else mask
+        if x.device.type == "cpu" and (shared or x[0].numel() >= BOX_COPY_MIN_ROW):
+            return self.copy_boxes(x, params["index"], lo, hi, out), mask, lam
+        return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
+
+    def copy_boxes(self, x, index, lo, hi, out=None):
+        """x with each row's box taken from its partner, by slice copies: one region for the
+        batch in ``batch`` mode, else row by row (large rows, where the per-row calls are cheap
+        next to the copies). lo, hi: (B, d) long."""
+        boxes = [tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
+        if self.mode == "batch":
+            region = (slice(None), slice(None)) + boxes[0]
+            pastes = [(region, x[region].index_select(0, index))]
+        else:
+            partners = index.tolist()
+            pastes = [((i, slice(None)) + box, x[(j, slice(None)) + box])
+                      for i, (j, box) in enumerate(zip(partners, boxes))]
+            if self.inplace:          # read every box before writing any
+                pastes = [(where, patch.clone()) for where, patch in pastes]
+        result = x if self.inplace else (x.clone() if out is None else out.copy_(x))
+        for where, patch in pastes:
+            result[where] = patch
+        return result

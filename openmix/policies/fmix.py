@@ -21,6 +21,8 @@ class FMix(MixPolicy):
     """
 
     uses_mask = True
+    supports_out = True
+    supports_uint8 = True
     spatial_dims = (1, 3)
 
     def __init__(self, alpha=1.0, decay_power: float = 3.0, max_soft: float = 0.0, **kwargs):
@@ -33,28 +35,38 @@ class FMix(MixPolicy):
         draws = 1 if self.mode == "batch" else shape[0]
         g = dict(generator=generator, device=generator.device)
         params["noise"] = torch.randn((draws,) + rfft_shape(shape[2:]) + (2,), **g)
-        params["round_up"] = (torch.rand(shape[0], **g) < 0.5)[params["rows"]]
+        params["round_up"] = self.by_row(torch.rand(shape[0], **g) < 0.5, params["rows"])
         return params
 
-    def apply(self, x, params, **context):
+    def apply(self, x, params, out=None, **context):
         batch, spatial = x.shape[0], tuple(x.shape[2:])
         n = math.prod(spatial)
-        if self.mode == "batch":   # one mask for the whole batch
-            noise, lam, round_up = params["noise"], params["lam"][:1], params["round_up"][:1]
-        else:   # elem mode draws one spectrum per row already; pair mode shares it per pair
-            noise = params["noise"][params["rows"]] if self.mode == "pair" else params["noise"]
-            lam, round_up = params["lam"], params["round_up"]
-        lam = lam.to(torch.float64)
+        sources, spread = self.mask_rows(params["rows"])
+        lam = params["lam"][sources].to(torch.float64)
         scaled = lam * n
-        k = torch.where(round_up, torch.ceil(scaled), torch.floor(scaled)).long()
+        k = torch.where(params["round_up"][sources], torch.ceil(scaled), torch.floor(scaled)).long()
         soft = None
         if self.max_soft > 0:
             soft = torch.floor(n * torch.minimum(torch.minimum(lam, 1 - lam), torch.full_like(lam, self.max_soft))).long()
-        image = low_frequency_image(noise, spatial, self.decay_power)
+        image = low_frequency_image(params["noise"][sources], spatial, self.decay_power)
         mask = rank_mask(image.reshape(image.shape[0], n), k, soft)
-        mask = mask.view(-1, 1, *spatial).to(x.dtype).expand(batch, 1, *spatial)
+        if spread is not None:      # pair mode: partners share their mask
+            mask, k = mask[spread], k[spread]
+        mask_dtype = x.dtype if x.is_floating_point() else torch.float32
+        mask = mask.view(-1, 1, *spatial).to(mask_dtype).expand(batch, 1, *spatial)
         lam = (k.to(torch.float64) / n).expand(batch)     # every mask row sums to exactly k
-        return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
+        return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
+
+    def mask_rows(self, rows):
+        """(the rows whose draws make a mask, as a slice or an index; row -> mask, or None): one
+        mask in ``batch`` mode, one per row in ``elem`` mode, one per pair in ``pair`` mode (made
+        once per pair on the CPU)."""
+        if self.mode == "batch":
+            return slice(0, 1), None
+        if self.mode == "elem" or rows.device.type != "cpu":   # (no host sync: each row makes one)
+            return slice(None), None
+        sources, spread = torch.unique(rows, return_inverse=True)
+        return sources, spread
 
     def extra_repr(self):
         return f"decay_power={self.decay_power}, max_soft={self.max_soft}"

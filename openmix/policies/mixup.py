@@ -10,8 +10,10 @@ class Mixup(MixPolicy):
     """Linear interpolation of whole samples. Works on any (B, C, *spatial) input."""
 
     spatial_dims = (0, 3)
+    supports_out = True
+    supports_uint8 = True
 
-    def apply(self, x, params, **context):
+    def apply(self, x, params, out=None, **context):
         lam = params["lam"]
         weight = lam.view(-1, *([1] * (x.ndim - 1)))
-        return blend_with_partner(x, params["index"], weight, inplace=self.inplace), None, lam
+        return blend_with_partner(x, params["index"], weight, inplace=self.inplace, out=out), None, lam
