@@ -4,6 +4,7 @@ Every error names the argument, the value received and what is accepted.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from typing import Optional, Sequence, Tuple
@@ -18,8 +19,9 @@ def check_probability(value: float, name: str) -> float:
 
 
 def check_non_negative(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or float(value) < 0.0:
-        raise ValueError(f"{name} must be a real number >= 0, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value))
+            or float(value) < 0.0):
+        raise ValueError(f"{name} must be a finite real number >= 0, got {value!r}")
     return float(value)
 
 

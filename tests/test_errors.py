@@ -10,7 +10,7 @@ Y = torch.tensor([0, 1, 2, 3])
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [
-    (dict(alpha=-1.0), ValueError, r"alpha must be a real number >= 0, got -1.0"),
+    (dict(alpha=-1.0), ValueError, r"alpha must be a finite real number >= 0, got -1.0"),
     (dict(p=1.5), ValueError, r"p must be a probability in \[0, 1\], got 1.5"),
     (dict(mode="sample"), ValueError, r"mode must be one of \['batch', 'pair', 'elem'\], got 'sample'"),
     (dict(pairing="shuffle"), ValueError, r"unknown pairing 'shuffle'; known pairings: .*flip.*random.*roll"),

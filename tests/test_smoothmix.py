@@ -74,9 +74,11 @@ def test_one_and_three_dimensional_inputs(shape):
     assert float(mask[(row, 0) + point]) == pytest.approx(1 - g, abs=1e-6)
 
 
-def test_unmixed_rows_keep_their_image_and_alpha_is_not_used():
+def test_unmixed_rows_keep_their_image_and_alpha_is_refused():
+    with pytest.raises(ValueError, match=r"alpha is not a SmoothMix argument .* got alpha=0.0"):
+        openmix.build_policy("smoothmix", alpha=0.0)
     x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    mb = openmix.build_policy("smoothmix", mode="elem", p=0.5, alpha=0.0)(
+    mb = openmix.build_policy("smoothmix", mode="elem", p=0.5)(
         x, torch.arange(16), generator=torch.Generator().manual_seed(1))
     unmixed = mb.lam == 1
     assert 0 < int(unmixed.sum()) < 16

@@ -127,9 +127,13 @@ class MixCollate:
                              f"{len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__} parts")
         x, y = batch
         y = torch.as_tensor(y)
-        if x.dtype == torch.uint8:
-            mb = self.policy(x.float(), y, generator=self.generator())
-            mb.x = mb.x.round_().clamp_(0, 255).to(torch.uint8)
+        if x.dtype == torch.uint8:   # mixed in float, rounded back to uint8 (timm's fast-collate rule)
+            mix_uint8 = getattr(self.policy, "mix_uint8", None)
+            if mix_uint8 is not None:  # openmix policies: block-wise, no float copy of the batch
+                mb = mix_uint8(x, y, generator=self.generator())
+            else:
+                mb = self.policy(x.float(), y, generator=self.generator())
+                mb.x = mb.x.round_().clamp_(0, 255).to(torch.uint8)
         else:
             mb = self.policy(x, y, generator=self.generator())
         if not self.keep_mask:

@@ -5,7 +5,6 @@ A policy follows torchvision v2's split: ``sample_params`` makes every random dr
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -121,7 +120,7 @@ class MixPolicy:
     def set_epoch(self, epoch: int) -> None:
         """Evaluates the alpha and p schedules at ``epoch`` and applies ``stop_epoch``."""
         self.epoch = int(epoch)
-        self.alpha = check_finite_non_negative(self.alpha_schedule(self.epoch), "alpha")
+        self.alpha = check_non_negative(self.alpha_schedule(self.epoch), "alpha")
         self.p = check_probability(self.p_schedule(self.epoch), "p")
 
     @property
@@ -299,14 +298,6 @@ def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
         return start, start + extent * t.element_size()
     (a0, a1), (b0, b1) = span(a), span(b)
     return a0 < b1 and b0 < a1
-
-
-def check_finite_non_negative(value: Any, name: str) -> float:
-    """check_non_negative that also refuses NaN and infinity."""
-    value_out = check_non_negative(value, name)
-    if not math.isfinite(value_out):
-        raise ValueError(f"{name} must be a finite real number >= 0, got {value!r}")
-    return value_out
 
 
 def lam_dtype(x: torch.Tensor) -> torch.dtype:

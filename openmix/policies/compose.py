@@ -56,13 +56,21 @@ class RandomChoice:
         for p, s in zip(self.policies, state["policies"]):
             p.load_state_dict(s)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
-                 **context: Any) -> MixedBatch:
-        generator = self.generator if generator is None else generator
+    def _choose(self, generator: torch.Generator) -> MixPolicy:
         # the draw is on the CPU so the choice costs no device sync
         u = torch.rand(1, generator=generator, device=generator.device).cpu().double()
         choice = int(torch.searchsorted(self.probs.cumsum(0), u, right=True).clamp(max=len(self.policies) - 1))
-        return self.policies[choice](x, y, generator=generator, **context)
+        return self.policies[choice]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 **context: Any) -> MixedBatch:
+        generator = self.generator if generator is None else generator
+        return self._choose(generator)(x, y, generator=generator, **context)
+
+    def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None) -> MixedBatch:
+        """uint8 images: the chosen policy's ``mix_uint8`` (the same draw as ``__call__``)."""
+        generator = self.generator if generator is None else generator
+        return self._choose(generator).mix_uint8(x, y, generator=generator)
 
     def __repr__(self) -> str:
         return f"RandomChoice({self.policies}, probs={self.probs.tolist()})"

@@ -34,8 +34,10 @@ class SmoothMix(MixPolicy):
     spatial_dims = (1, 3)
 
     def __init__(self, shape: str = "circle", scale=(0.25, 0.5), **kwargs):
-        kwargs.setdefault("alpha", 1.0)
-        super().__init__(**kwargs)
+        if "alpha" in kwargs:
+            raise ValueError(f"alpha is not a SmoothMix argument (λ is the mean of the smooth mask, whose size "
+                             f"follows scale, not Beta(alpha, alpha)); remove it, got alpha={kwargs['alpha']!r}")
+        super().__init__(alpha=1.0, **kwargs)
         self.shape = check_choice(shape, "shape", PROFILES)
         self.scale = check_range(scale, "scale", 0.0, float("inf"))
         if self.scale[0] <= 0.0:
