@@ -185,7 +185,7 @@ def test_every_registered_policy_has_a_mix_yaml_that_builds():
         settings = validate(compose_config([f"mix={stem}"]))
         assert settings.mix.where in ("collate", "device")
         policy = openmix.build_policy(settings.mix.name, **settings.mix.policy_kwargs)
-        assert policy.needs in ("input", "saliency", "features")
+        assert policy.needs in ("input", "saliency", "features", "step")
 
 
 def _constructor_defaults(cls):
