@@ -160,6 +160,12 @@ class AttentiveMix(StepPolicy):
         mb = self.mix_with_features(x, y, self.features(x, ctx))
         return mb, ctx.loss_fn(logits_of(ctx, mb.x), mb)
 
+    def preview(self, x, y, generator=None):
+        """For openmix-show: the image's own brightness stands in for the feature map.
+        -> (MixedBatch, note)."""
+        mb = self.mix_with_features(x, y, x.float().mean(1, keepdim=True), generator)
+        return mb, "cells chosen by a stand-in activation (brightness); in training: the feature model's"
+
     def cost_model_forwards(self) -> int:
         return 2 if self.feature_model == TRAINED else 1
 

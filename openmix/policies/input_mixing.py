@@ -60,3 +60,18 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
+
+
+# ---- previews (openmix-show): what a step policy does to the input, with stand-ins for the model ----------------
+def preview_grid(height: int, width: int, max_side: int = 8) -> tuple[int, int]:
+    """A patch grid for previews: the largest g <= max_side dividing both sides, as (g, g)."""
+    g = max(d for d in range(1, max_side + 1) if height % d == 0 and width % d == 0)
+    return g, g
+
+
+def brightness_per_patch(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """x: (B, C, H, W) -> (B, h·w) mean brightness of each patch, normalised to sum 1 per row: the
+    stand-in for a ViT's attention in previews (strokes and objects are where a trained model looks)."""
+    act = torch.nn.functional.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), grid).flatten(1)
+    act = act - act.amin(dim=1, keepdim=True)
+    return act / act.sum(dim=1, keepdim=True).clamp_min(1e-12)

@@ -111,6 +111,11 @@ class RankMixup(StepPolicy):
                                    label_weight)
         return clean_batch, loss + self.weight * rank
 
+    def preview(self, x, y, generator=None):
+        """For openmix-show: one mixup copy. -> (MixedBatch, note)."""
+        mb = self.inner(x, y, generator=self.generator if generator is None else generator)
+        return mb, f"a mixed copy; only its confidence is ranked ({self.ranking}), the fit is on the clean rows"
+
     def cost_model_forwards(self) -> int:
         return 1 + self.num_mixup
 

@@ -54,6 +54,11 @@ class RegMixup(StepPolicy):
         clean = ctx.loss_fn(logits[:b], unmixed(x, y))
         return mb, clean + self.eta * ctx.loss_fn(logits[b:], mb)
 
+    def preview(self, x, y, generator=None):
+        """For openmix-show: the mixed half of the 2B-row batch. -> (MixedBatch, note)."""
+        mb = self.inner(x, y, generator=self.generator if generator is None else generator)
+        return mb, f"mixed rows (α={self.alpha}); trained together with the clean rows"
+
     def cost_model_forwards(self) -> int:
         return 2
 

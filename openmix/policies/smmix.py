@@ -158,6 +158,26 @@ class SMMix(StepPolicy):
         pooled = norm(pooled) if isinstance(norm, nn.Module) else pooled
         return model.head(pooled).float()
 
+    def preview(self, x, y, generator=None):
+        """For openmix-show: the SMMix branch with patch brightness of the clean images standing in
+        for the ViT's attention, on an 8x8 patch grid, window side drawn as in training.
+        -> (MixedBatch, note)."""
+        from .input_mixing import brightness_per_patch, preview_grid
+        g = self.generator if generator is None else generator
+        grid = preview_grid(*x.shape[2:])
+        patch = (x.shape[2] // grid[0], x.shape[3] // grid[1])
+        lo, hi = max(1, int(grid[0] * self.side_range[0])), max(1, int(grid[0] * self.side_range[1]))
+        side = int(torch.randint(lo, hi + 1, (1,), generator=g, device=g.device))
+        index = self.pairing(x.shape[0], g, y=y).to(x.device)
+        least, most = attention_windows(brightness_per_patch(x, grid), grid, side)
+        mixed = paste_windows(x, index, least, most[index], patch)
+        pasted = torch.zeros(x.shape[0], grid[0] * grid[1], dtype=torch.bool, device=x.device).scatter_(1, least, True)
+        own = (~pasted).to(x.dtype).view(-1, 1, *grid)
+        mask = own.repeat_interleave(patch[0], dim=2).repeat_interleave(patch[1], dim=3)
+        lam = torch.full((x.shape[0],), 1.0 - side * side / pasted.shape[1], dtype=lam_dtype(x), device=x.device)
+        return (MixedBatch(x=mixed, y=y, index=index, lam=lam, mask=mask),
+                "brightest window of the partner onto the darkest one (stand-in for the ViT's attention)")
+
     def cost_model_forwards(self) -> int:
         return 2
 

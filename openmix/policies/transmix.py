@@ -99,6 +99,17 @@ class TransMix(StepPolicy):
             mb = MixedBatch(x=mb.x, y=mb.y, index=mb.index, lam=lam.to(mb.lam.dtype), mask=mb.mask)
         return mb, ctx.loss_fn(logits, mb)
 
+    def preview(self, x, y, generator=None):
+        """For openmix-show: the mask batch, λ from a stand-in attention (patch brightness of the mixed
+        image on an 8x8 grid) instead of the ViT's. -> (MixedBatch, note)."""
+        from .input_mixing import brightness_per_patch, preview_grid
+        mb = self.inner(x, y, generator=self.generator if generator is None else generator)
+        grid = preview_grid(*x.shape[2:])
+        lam = transmix_lambda(mb.lam, brightness_per_patch(mb.x, grid), patch_share(mb.mask, grid),
+                              self.attention_weight)
+        note = "λ re-weighted by a stand-in attention (patch brightness); in training: the ViT's class token"
+        return MixedBatch(x=mb.x, y=y, index=mb.index, lam=lam.to(mb.lam.dtype), mask=mb.mask), note
+
     def cost_model_forwards(self) -> int:
         return 1
 
