@@ -17,7 +17,9 @@ policies mix inside the forward, step policies run their own ``training_step``. 
 
 All steps of one model are called in turn within each of ``--rounds`` rounds (``timing.interleaved``),
 so each sees the same machine load; the cost of a policy is the per-round ratio of its step time to
-mixup's step time (median and quartiles). Prints a table, writes JSON and a PNG chart.
+mixup's step time (median and quartiles; also the ratio of the mean times, the right figure for
+policies that switch between branches per batch: SMMix, AlignMix, choice). Prints a table,
+writes JSON and a PNG chart (``--out``, default ``benchmarks/results/step_cost.json`` / ``.png``).
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def measure(model_name, model, names, batch, device, rounds, num_classes) -> dic
         policy = policy_from_yaml(name)
         rows[name] = {"needs": getattr(policy, "needs", "input"), "ms_median": statistics.median(series) * 1e3,
                       "ratio_median": stats["median"], "ratio_q1": stats["q1"], "ratio_q3": stats["q3"],
-                      "extra_vs_mixup": stats["median"] - 1.0}
+                      "ratio_of_means": stats["ratio_of_means"], "extra_vs_mixup": stats["median"] - 1.0}
     return {"policies": rows, "not_applicable": skipped}
 
 
@@ -131,6 +133,10 @@ def chart(results: dict, path: Path) -> None:
         ax.axvline(1.0, color="black", lw=0.8)
         ax.set_xlabel("step time / mixup step time (median over rounds, bars: quartiles)")
         ax.set_title(f"{model}: {results['models'][model]['model']}", fontsize=9)
+        skipped = sorted(results["models"][model]["not_applicable"])
+        if skipped:
+            ax.text(0.99, 0.01, "cannot run on this model: " + ", ".join(skipped), transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize=7, color="dimgray")
         ax.tick_params(axis="y", labelsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
     fig.legend(handles, list(colours), loc="lower center", ncol=4, fontsize=8, title="policy.needs")
@@ -172,10 +178,10 @@ def main(argv=None):
         out = measure(model_name, model, names, batch, device, rounds, num_classes)
         results["models"][model_name] = {"model": descriptions[model_name], **out}
         print(f"\n{model_name} ({descriptions[model_name]}), {rounds} rounds, step time / {REFERENCE}:")
-        print(f"{'policy':14s} {'needs':9s} {'ms':>8s} {'ratio':>7s} {'q1':>6s} {'q3':>6s}")
+        print(f"{'policy':14s} {'needs':9s} {'ms':>8s} {'ratio':>7s} {'q1':>6s} {'q3':>6s} {'of means':>9s}")
         for name, r in sorted(out["policies"].items(), key=lambda kv: kv[1]["ratio_median"]):
             print(f"{name:14s} {r['needs']:9s} {r['ms_median']:8.1f} {r['ratio_median']:7.2f} "
-                  f"{r['ratio_q1']:6.2f} {r['ratio_q3']:6.2f}")
+                  f"{r['ratio_q1']:6.2f} {r['ratio_q3']:6.2f} {r['ratio_of_means']:9.2f}")
         for name, why in out["not_applicable"].items():
             print(f"{name:14s} not applicable: {why}")
     write_json_atomic(Path(args.out), results)
