@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeatureLayout", "CHANNELS_FIRST", "resolve_layout", "ModelSplit", "split_model", "MixNet"]
+__all__ = ["FeatureLayout", "CHANNELS_FIRST", "resolve_layout", "ModelSplit", "split_model", "MixNet",
+           "LastBlockAttention", "last_block_attention", "patch_grid", "classifier_layer", "ClassifierInput"]
 
 LAYOUT_KINDS = ("channels_first", "tokens")
 
@@ -212,3 +214,140 @@ class MixNet(nn.Module):
             if i == stage:
                 h = mix(h)
         return self._split.head(h)
+
+
+# ---- reading inside the forward: attention of the last block, input of the classifier ----------------------------
+ATTENTION_QUERIES = ("cls", "patches")
+
+
+def _last_attention_module(model: nn.Module) -> nn.Module:
+    """``model.blocks[-1].attn`` of a timm ViT-like model, checked to be a multi-head self-attention
+    with a fused ``qkv`` Linear (timm's ``Attention``), or a ValueError naming what is missing."""
+    blocks = getattr(model, "blocks", None)
+    attn = getattr(blocks[-1], "attn", None) if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks) else None
+    qkv = getattr(attn, "qkv", None)
+    if not isinstance(qkv, nn.Linear) or not isinstance(getattr(attn, "num_heads", None), int):
+        raise ValueError(f"reading the last block's attention needs a timm vision transformer (model.blocks[-1].attn "
+                         f"with a fused qkv Linear and num_heads), got {type(model).__name__}; accepted: e.g. "
+                         f"vit_tiny_patch16_224, deit_small_patch16_224")
+    return attn
+
+
+def patch_grid(model: nn.Module) -> tuple[int, int]:
+    """(h, w) of a ViT's patch grid (``model.patch_embed.grid_size``), or a ValueError."""
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is None or len(grid) != 2:
+        raise ValueError(f"{type(model).__name__} has no patch grid (model.patch_embed.grid_size); accepted: timm "
+                         f"vision transformers with a patch embedding")
+    return int(grid[0]), int(grid[1])
+
+
+class LastBlockAttention:
+    """Reads the self-attention of a timm ViT's last block during a forward pass.
+
+    A forward hook on ``model.blocks[-1].attn`` takes the module's input h (B, N, C) and
+    recomputes softmax(q kᵀ · scale) from the module's own ``qkv`` weights (and q/k norms): timm's
+    fused attention never materialises the matrix. Detached, in float32. After each forward
+    ``self.attention`` holds (B, N - p) attention on the patch tokens (p = ``num_prefix_tokens``),
+    averaged over heads, softmax taken over all N tokens:
+
+    - ``query="cls"``: the class token's row (TransMix); a model without a class token is refused.
+    - ``query="patches"``: the rows of the patch tokens, averaged over those queries (SMMix).
+
+    >>> with LastBlockAttention(vit, "cls") as tap:
+    ...     logits = vit(x)
+    >>> tap.attention.shape          # (B, num_patches)
+    """
+
+    def __init__(self, model: nn.Module, query: str = "cls"):
+        if query not in ATTENTION_QUERIES:
+            raise ValueError(f"query must be one of {list(ATTENTION_QUERIES)}, got {query!r}")
+        self.module = _last_attention_module(model)
+        self.prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        if query == "cls" and (getattr(model, "cls_token", None) is None or self.prefix < 1):
+            raise ValueError(f"the class token's attention was asked for, but {type(model).__name__} has no class "
+                             f"token (cls_token={getattr(model, 'cls_token', None)!r}, num_prefix_tokens="
+                             f"{self.prefix}); accepted: ViTs built with class_token=True (timm's default for "
+                             f"vit_* / deit_*)")
+        self.query = query
+        self.attention: Optional[torch.Tensor] = None
+        self._handle = None
+
+    @torch.no_grad()
+    def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        h = args[0].float()
+        b, n, _ = h.shape
+        heads, dim = module.num_heads, module.qkv.out_features // 3 // module.num_heads
+        weight, bias = module.qkv.weight.float(), None if module.qkv.bias is None else module.qkv.bias.float()
+        rows = slice(0, 1) if self.query == "cls" else slice(self.prefix, n)
+        q = F.linear(h[:, rows], weight[: heads * dim], None if bias is None else bias[: heads * dim])
+        k = F.linear(h, weight[heads * dim: 2 * heads * dim], None if bias is None else bias[heads * dim: 2 * heads * dim])
+        q = q.view(b, -1, heads, dim).transpose(1, 2)                    # (B, H, n_q, D)
+        k = k.view(b, n, heads, dim).transpose(1, 2)                     # (B, H, N, D)
+        q, k = _apply_norm(getattr(module, "q_norm", None), q), _apply_norm(getattr(module, "k_norm", None), k)
+        scale = float(getattr(module, "scale", dim ** -0.5))
+        weights = torch.softmax((q @ k.transpose(-2, -1)) * scale, dim=-1)          # (B, H, n_q, N)
+        self.attention = weights.mean(dim=(1, 2))[:, self.prefix:]                  # (B, N - p)
+
+    def __enter__(self) -> "LastBlockAttention":
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def _apply_norm(norm: Optional[nn.Module], t: torch.Tensor) -> torch.Tensor:
+    """timm's optional per-head q/k norm (Identity by default), run in its parameters' dtype."""
+    if not isinstance(norm, nn.Module) or isinstance(norm, nn.Identity):
+        return t
+    param = next(norm.parameters(), None)
+    return norm(t if param is None else t.to(param.dtype)).float()
+
+
+def last_block_attention(model: nn.Module, query: str = "cls") -> LastBlockAttention:
+    """A ``LastBlockAttention`` reader for ``model`` (use it as a context manager)."""
+    return LastBlockAttention(model, query)
+
+
+def classifier_layer(model: nn.Module) -> nn.Linear:
+    """The final Linear layer: ``model.get_classifier()`` for timm models, else the last nn.Linear."""
+    getter = getattr(model, "get_classifier", None)
+    layer = getter() if callable(getter) else None
+    if not isinstance(layer, nn.Linear):
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        layer = linears[-1] if linears else None
+    if layer is None:
+        raise ValueError(f"{type(model).__name__} has no Linear classifier layer to read pre-logit features from; "
+                         f"accepted: models ending in nn.Linear (timm models, small_cnn, conv1d, mlp)")
+    return layer
+
+
+class ClassifierInput:
+    """Captures the input of the classifier layer (the pre-logit features, (B, F), with their
+    graph) in every forward while the context is open: ``with ClassifierInput(model) as tap:
+    logits = model(x); tap.features``. ``tap.all`` keeps one entry per forward, in order."""
+
+    def __init__(self, model: nn.Module):
+        self.layer = classifier_layer(model)
+        self.all: list[torch.Tensor] = []
+        self._handle = None
+
+    @property
+    def features(self) -> torch.Tensor:
+        return self.all[-1]
+
+    def _hook(self, module: nn.Module, args: tuple) -> None:
+        self.all.append(args[0])
+
+    def __enter__(self) -> "ClassifierInput":
+        self.all = []
+        self._handle = self.layer.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None

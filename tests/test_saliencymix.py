@@ -125,7 +125,7 @@ def test_only_images_are_accepted_and_arguments_are_checked():
         policy(torch.randn(4, 2, 16), torch.arange(4))
     with pytest.raises(ValueError, match="saliency_size must be an int >= 1"):
         openmix.build_policy("saliencymix", saliency_size=0)
-    with pytest.raises(ValueError, match="blur_sigma must be a real number >= 0"):
+    with pytest.raises(ValueError, match="blur_sigma must be a finite real number >= 0"):
         openmix.build_policy("saliencymix", blur_sigma=-1.0)
 
 

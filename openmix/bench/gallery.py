@@ -9,8 +9,13 @@ titled with its λ (the weight of the image's own label). Policies run in ``elem
 they have it, so each cell draws its own λ.
 
 Saliency policies (PuzzleMix) get a proxy saliency, the image's gradient magnitude, since no
-model is trained here; feature-level policies (ManifoldMix, AlignMix) are shown through their
-input-level branch (mixing at stage 0) or skipped with a note. The figure's caption says which.
+model is trained here. Feature-level policies (ManifoldMix, AlignMix) mix hidden features, not
+pixels: their rows show the mixed FEATURE maps (channel mean, heat map) of a fixed stand-in
+feature extractor (four edge filters at half resolution), mixed at that stage by the policy's own
+``mix_features``. Policies that own their training step (needs="step": TransMix, SMMix,
+AttentiveMix, RegMixup, RankMixup, SUMix) draw their input through ``policy.preview(x, y,
+generator)``, with stand-ins (brightness) where they read the model; learned mixers without a
+preview are skipped with a note. The figure's caption says which.
 """
 from __future__ import annotations
 
@@ -111,10 +116,47 @@ def _build(name: str, alpha: float | None):
         return openmix.build_policy(name, **kwargs)
 
 
+# stage-1 plans for the feature rows: ManifoldMix at the first stage, AlignMix always aligning
+FEATURE_PLAN_KWARGS = {"manifoldmix": {"layers": [1]}, "alignmix": {"p_align": 1.0}}
+
+
+def demo_features(x: torch.Tensor) -> torch.Tensor:
+    """A fixed stand-in feature extractor: x (B, C, H, W) -> (B, 4, H/2, W/2), the magnitudes of four
+    edge filters (horizontal, vertical, two diagonals) on the grey image, average-pooled by 2."""
+    grey = x.float().mean(1, keepdim=True)
+    k = torch.tensor([[[-1., -2., -1.], [0., 0., 0.], [1., 2., 1.]],
+                      [[-1., 0., 1.], [-2., 0., 2.], [-1., 0., 1.]],
+                      [[-2., -1., 0.], [-1., 0., 1.], [0., 1., 2.]],
+                      [[0., 1., 2.], [-1., 0., 1.], [-2., -1., 0.]]]).unsqueeze(1)
+    edges = torch.nn.functional.conv2d(grey, k, padding=1).abs()
+    return torch.nn.functional.avg_pool2d(edges, 2, ceil_mode=True)
+
+
+def mix_features_with(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
+                      alpha: float | None = None) -> tuple:
+    """A feature-level policy on ``demo_features(x)``: (mixed feature maps (B, 4, h, w), lam (B,),
+    index (B,), note), or (None, None, None, why not)."""
+    import openmix
+    from openmix.features import CHANNELS_FIRST
+
+    kwargs = dict(pairing="roll", mode="elem", **FEATURE_PLAN_KWARGS.get(name, {}))
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    try:
+        policy = openmix.build_policy(name, **kwargs)
+    except (TypeError, ValueError):
+        policy = openmix.build_policy(name, pairing="roll")
+    plan = policy.plan(x, y, num_stages=1, generator=torch.Generator().manual_seed(seed))
+    if int(plan.stage) != 1:
+        return None, None, None, "feature-level policy; its draw mixed the input, not shown"
+    mixed = policy.mix_features(demo_features(x), plan, layout=CHANNELS_FIRST)
+    return mixed, plan.lam, plan.index, "mixed feature maps (stand-in edge features, half resolution)"
+
+
 def mix_with(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
              alpha: float | None = None) -> tuple:
     """Mix ``x`` with policy ``name``: (mixed x, lam (B,), index (B,), note), or
-    (None, None, None, why not)."""
+    (None, None, None, why not). Feature-level policies: see ``mix_features_with``."""
     policy = _build(name, alpha)
     g = torch.Generator().manual_seed(seed)
     needs = getattr(policy, "needs", "input")
@@ -122,18 +164,68 @@ def mix_with(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
         mb = policy(x, y, generator=g, saliency=gradient_saliency(x))
         return mb.x, mb.lam, mb.index, "saliency proxy: image gradient magnitude"
     if needs == "features":
-        plan_fn = getattr(policy, "plan", None)
-        if plan_fn is None:
-            return None, None, None, "feature-level policy, skipped"
-        plan = plan_fn(x, y, num_stages=0, generator=g)
-        if int(getattr(plan, "stage", 0)) != 0:
-            return None, None, None, "feature-level policy, skipped"
-        return plan.mix_input(x), plan.lam, plan.index, "feature-level: input-level branch shown"
+        return None, None, None, "feature-level policy: shown as mixed feature maps"
+    if needs == "step":
+        preview = getattr(policy, "preview", None)
+        if preview is None:
+            return None, None, None, "mixes with a trained network inside the training step; no preview"
+        mb, note = preview(x, y, g)
+        return mb.x, mb.lam, mb.index, note
     mb = policy(x, y, generator=g)
     return mb.x, mb.lam, mb.index, ""
 
 
+def _row(name: str, x: torch.Tensor, labels: torch.Tensor, seed: int, alpha: float | None) -> tuple:
+    """(kind, cells (B, C, H, W) in [0, 1], lam, index, note) for one policy; kind "image" or
+    "features" (heat maps, scaled to [0, 1] over the row), or cells None when not shown."""
+    from openmix.policies import POLICIES
+
+    if getattr(POLICIES.get(name), "needs", "input") == "features":
+        mixed, lam, index, note = mix_features_with(name, x, labels, seed=seed, alpha=alpha)
+        if mixed is None:
+            return "features", None, None, None, note
+        heat = mixed.mean(1, keepdim=True)
+        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
+        return "features", heat, lam, index, note
+    mixed, lam, index, note = mix_with(name, x, labels, seed=seed, alpha=alpha)
+    return "image", None if mixed is None else mixed.detach().clamp(0, 1), lam, index, note
+
+
 # ---- the picture -------------------------------------------------------------------------
+def _collect_rows(x, labels, policies, seed, alpha) -> tuple[list, list]:
+    """Rows (name, kind, cells, lam) of the policies that can be shown, and notes "name: ..."."""
+    partner = torch.roll(torch.arange(x.shape[0]), 1)   # what pairing="roll" pairs: row i with row i - 1
+    rows, notes = [], []
+    for name in policies:
+        try:
+            kind, cells, lam, index, note = _row(name, x.clone(), labels, seed, alpha)
+        except Exception as err:  # noqa: BLE001 - one policy failing should not hide the rest
+            kind, cells, lam, index, note = "image", None, None, None, f"failed: {type(err).__name__}: {err}"
+        if cells is not None:
+            if not torch.equal(index.cpu(), partner):
+                note = (note + "; " if note else "") + "pairs differ from the partner row"
+            rows.append((name, kind, cells, lam.detach().float()))
+        if note:
+            notes.append(f"{name}: {note}")
+    return rows, notes
+
+
+def _caption(rows: list, notes: list, source: str, width: int) -> list[str]:
+    """The caption as lines of at most ``width`` characters: the legend, then one note per policy."""
+    import textwrap
+
+    legend = "λ: weight of the image's own label. Partner: the previous image (pairing=roll)."
+    if any(kind == "features" for _, kind, _, _ in rows):
+        legend += (" Rows marked (features), heat maps: feature-level policies mix hidden features, not pixels;"
+                   " shown on stand-in edge features.")
+    if source:
+        legend += f" Images: {source}."
+    lines = textwrap.wrap(legend, width)
+    for note in notes:
+        lines += textwrap.wrap(note, width)
+    return lines
+
+
 def render_gallery(x: torch.Tensor, captions: Sequence[str], policies: Sequence[str],
                    seed: int = 0, alpha: float | None = None, y: torch.Tensor | None = None,
                    source: str = "") -> bytes:
@@ -150,53 +242,37 @@ def render_gallery(x: torch.Tensor, captions: Sequence[str], policies: Sequence[
     if not policies:
         raise ValueError("policies: got an empty list, expected at least one policy name")
     labels = y if y is not None else torch.arange(x.shape[0])
-    # what pairing="roll" pairs: row i with row i - 1 (each policy's index is checked against it)
-    partner = torch.roll(torch.arange(x.shape[0]), 1)
-    rows, notes = [], []
-    for name in policies:
-        try:
-            mixed, lam, index, note = mix_with(name, x.clone(), labels, seed=seed, alpha=alpha)
-        except Exception as err:  # noqa: BLE001 - one policy failing should not hide the rest
-            mixed, lam, index, note = None, None, None, f"failed: {type(err).__name__}: {err}"
-        if mixed is not None:
-            if not torch.equal(index.cpu(), partner):
-                note = (note + "; " if note else "") + "pairs differ from the partner row"
-            rows.append((name, mixed.detach().clamp(0, 1), lam.detach().float()))
-        if note:
-            notes.append(f"{name}: {note}")
-    n = x.shape[0]
-    cell = 1.25
-    fig, axes = plt.subplots(len(rows) + 2, n, figsize=(cell * n + 1.4, cell * (len(rows) + 2) + 1.0),
-                             squeeze=False)
+    rows, notes = _collect_rows(x, labels, policies, seed, alpha)
+    n, cell = x.shape[0], 1.25
+    width = cell * n + 1.4
+    lines = _caption(rows, notes, source, int(width * 100 / 7.6))   # monospace 8 pt: ~7 px a character
+    caption_height = 0.16 * len(lines) + 0.2
+    height = cell * (len(rows) + 2) + 0.6 + caption_height
+    fig, axes = plt.subplots(len(rows) + 2, n, figsize=(width, height), squeeze=False)
     cmap = "gray" if x.shape[1] == 1 else None
 
-    def show(ax, img, title):
+    def show(ax, img, title, heat=False):
         img = img.permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap=cmap, vmin=0, vmax=1,
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="magma" if heat else cmap, vmin=0, vmax=1,
                   interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title, fontsize=8, pad=2)
 
+    partner = torch.roll(torch.arange(n), 1)
     for j in range(n):
         show(axes[0, j], x[j], captions[j])
         show(axes[1, j], x[partner[j]], captions[int(partner[j])])
     axes[0, 0].set_ylabel("image", fontsize=9)
     axes[1, 0].set_ylabel("partner", fontsize=9)
-    for i, (name, mixed, lam) in enumerate(rows, start=2):
+    for i, (name, kind, cells, lam) in enumerate(rows, start=2):
         for j in range(n):
-            show(axes[i, j], mixed[j], f"λ={float(lam[j]):.2f}")
-        axes[i, 0].set_ylabel(name, fontsize=9, fontweight="bold")
-    caption = "λ: weight of the image's own label. Partner: the previous image (pairing=roll)."
-    if source:
-        caption += f" Images: {source}."
-    if notes:
-        caption += "\n" + "; ".join(notes)
-    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+            show(axes[i, j], cells[j], f"λ={float(lam[j]):.2f}", heat=kind == "features")
+        label = f"{name}\n(features)" if kind == "features" else name
+        axes[i, 0].set_ylabel(label, fontsize=9, fontweight="bold", color="darkred" if kind == "features" else "black")
+    fig.text(0.01, 0.004, "\n".join(lines), ha="left", va="bottom", fontsize=8, family="monospace")
     fig.suptitle("openmix policies: mixed samples", fontsize=11)
-    height = fig.get_size_inches()[1]
-    caption_lines = caption.count("\n") + 1
-    fig.tight_layout(rect=(0, (0.2 * caption_lines + 0.1) / height, 1, 1 - 0.45 / height))
+    fig.tight_layout(rect=(0, caption_height / height, 1, 1 - 0.45 / height))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
