@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import openmix
+
 from openmix.bench.gallery import gradient_saliency, main, mix_with, show_policies
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -42,3 +44,14 @@ def test_bad_input_is_named(tmp_path):
         show_policies(tmp_path / "g.png", ["mixup"], images=tmp_path / "missing")
     with pytest.raises(ValueError, match="n: got 1"):
         show_policies(tmp_path / "g.png", ["mixup"], n=1)
+
+
+@pytest.mark.parametrize("name", ["resizemix", "smoothmix", "manifoldmix"])
+def test_a_gallery_alpha_skips_policies_whose_lambda_has_its_own_law(name):
+    x = torch.rand(4, 3, 16, 16)
+    mixed, lam, index, note = mix_with(name, x, torch.arange(4), seed=0, alpha=0.5)
+    if name == "manifoldmix":
+        assert mixed is None and "feature-level" in note
+    else:
+        assert mixed.shape == x.shape and lam.shape == (4,)
+        assert not openmix.build_policy(name).uses_alpha

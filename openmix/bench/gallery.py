@@ -107,8 +107,8 @@ def _build(name: str, alpha: float | None):
     modes = getattr(policy_cls, "modes", ("batch", "pair", "elem"))
     if "elem" in modes:
         kwargs["mode"] = "elem"
-    if alpha is not None:
-        kwargs["alpha"] = alpha
+    if alpha is not None and getattr(policy_cls, "uses_alpha", True):
+        kwargs["alpha"] = alpha  # ResizeMix and SmoothMix refuse alpha: their λ has its own law
     try:
         return openmix.build_policy(name, **kwargs)
     except (TypeError, ValueError):
@@ -139,8 +139,10 @@ def mix_features_with(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0
     import openmix
     from openmix.features import CHANNELS_FIRST
 
+    from openmix.policies import POLICIES
+
     kwargs = dict(pairing="roll", mode="elem", **FEATURE_PLAN_KWARGS.get(name, {}))
-    if alpha is not None:
+    if alpha is not None and getattr(POLICIES.get(name), "uses_alpha", True):
         kwargs["alpha"] = alpha
     try:
         policy = openmix.build_policy(name, **kwargs)
