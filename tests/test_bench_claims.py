@@ -84,12 +84,15 @@ def test_claims_reach_the_leaderboard_page_and_csv(tmp_path):
                             dataset=row["dataset"], model="m", policy=row["policy"], seed=row["seed"],
                             task="classification", headline_metric="selected.test.top1", headline=value,
                             selected=row["selected"], final={"top1": value}, seconds_per_epoch=1.0))
-    written = render_leaderboard(tmp_path / "r.db", "t", tmp_path / "out", headline=HEADLINE, claims=_claim())
+    why = "Digits is near-saturated, so the margin is small."
+    written = render_leaderboard(tmp_path / "r.db", "t", tmp_path / "out", headline=HEADLINE, claims=_claim(note=why))
     md = (tmp_path / "out" / "t.md").read_text()
     assert "## Claims" in md and "mixup beats ERM (mixup vs vanilla)" in md and "✓ reproduced" in md
+    assert why in md and why in (tmp_path / "out" / "t.html").read_text()
     assert "Zhang et al. 2018" in (tmp_path / "out" / "t.html").read_text()
     rows = list(csv.DictReader(open(tmp_path / "out" / "t-claims.csv")))
     assert [r["dataset"] for r in rows] == ["a", "b"] and {r["verdict"] for r in rows} == {"reproduced"}
+    assert rows[0]["note"] == why
     assert float(rows[0]["delta"]) == pytest.approx(2.0) and tmp_path / "out" / "t-claims.csv" in written
 
 

@@ -130,7 +130,8 @@ def test_the_tuned_suite_gives_every_alpha_policy_the_same_trials():
     assert dict(suite.tune.metric) == {"classification": "selected.val.top1",
                                        "regression": "selected.val.rmse"}
     untuned = {r.policy for r in suite.runs if not r.tune_keys}
-    assert untuned == {"vanilla", "resizemix", "gridmix", "smoothmix", "automix", "samix", "adautomix"}  # no mix.alpha
+    assert untuned == {"vanilla", "resizemix", "gridmix", "smoothmix", "attentivemix",
+                       "automix", "samix", "adautomix"}  # no mix.alpha
     per_cell = {}
     for trial in suite.trials:
         per_cell.setdefault(trial.cell, []).append(dict(trial.trial)["mix.alpha"])

@@ -311,11 +311,17 @@ def claim_rows(result: Any) -> list[list[str]]:
     return rows
 
 
+def claim_outcome(result: Any) -> str:
+    """The verdict, why, and the suite's reading of it (``note``: e.g. the likely reason a claim fails)."""
+    text = f"{result.verdict}: {result.reason}"
+    return f"{text}. {result.spec.note}" if result.spec.note else text
+
+
 def _md_claims(report: Report, h2: str) -> list[str]:
     lines = ["", f"{h2} Claims", ""]
     rows = [row for result in report.claims for row in claim_rows(result)]
     lines += _md_table(CLAIM_HEADER, rows)
-    lines += [""] + [f"- **{_md(r.spec.id)}**: {_md(r.verdict)}: {_md(r.reason)}" for r in report.claims]
+    lines += [""] + [f"- **{_md(r.spec.id)}**: {_md(claim_outcome(r))}" for r in report.claims]
     return lines
 
 
@@ -325,7 +331,7 @@ def render_claims_csv(report: Report) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["claim", "text", "source", "expect", "metric", "higher_is_better", "policy", "baseline",
                      "reference", "dataset", "n_pairs", "policy_mean", "baseline_mean", "delta", "delta_ci_low",
-                     "delta_ci_high", "p_value", "p_holm", "dataset_verdict", "verdict", "reason"])
+                     "delta_ci_high", "p_value", "p_holm", "dataset_verdict", "verdict", "reason", "note"])
     for result in report.claims:
         spec = result.spec
         for r in result.results:
@@ -334,7 +340,7 @@ def render_claims_csv(report: Report) -> str:
                              spec.policy, spec.baseline, spec.reference or "", r.dataset, c.n_pairs,
                              _num(r.policy_mean), _num(r.baseline_mean), _num(c.delta), _num(c.delta_ci_low),
                              _num(c.delta_ci_high), _num(c.p_value), _num(c.p_holm), c.verdict, result.verdict,
-                             result.reason])
+                             result.reason, spec.note])
     return buf.getvalue()
 
 
@@ -348,7 +354,7 @@ def _html_claims(report: Report) -> list[str]:
             cells = "".join(f"<td>{esc(c)}</td>" for c in row[:-1])
             parts.append(f"<tr>{cells}<td class=\"{css}\">{esc(row[-1])}</td></tr>")
     parts.append("</tbody></table><ul>")
-    parts += [f"<li><b>{esc(r.spec.id)}</b>: {esc(r.verdict)}: {esc(r.reason)}</li>" for r in report.claims]
+    parts += [f"<li><b>{esc(r.spec.id)}</b>: {esc(claim_outcome(r))}</li>" for r in report.claims]
     return parts + ["</ul>"]
 
 
