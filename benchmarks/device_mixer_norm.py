@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "device_mixer_norm.json"))
+    ap.add_argument("--out", default="results/benchmarks/device_mixer_norm.json")
     args = ap.parse_args()
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)

@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "learned_mixers_digits.json"))
+    parser.add_argument("--out", default="results/benchmarks/learned_mixers_digits.json")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

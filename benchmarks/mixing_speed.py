@@ -20,7 +20,8 @@ torchvision's v2 ``MixUp``/``CutMix``. The uint8 collate path: ``MixCollate`` ag
 
 Ratios are medians of per-round ratios (``timing.ratio_stats``); ``x_<floor>_best`` in the JSON
 is the fastest round over the floor's fastest, the cost with the least interference from other
-load. Writes JSON (``--out``, default benchmarks/results/mixing_speed_cpu.json) and a PNG chart
+load. Writes JSON (``--out``, default results/benchmarks/mixing_speed_cpu.json, an ignored folder;
+the committed runs are in benchmarks/results/) and a PNG chart
 next to it, and prints a table and the goals of issue 19 with the worst ratio against each.
 """
 from __future__ import annotations
@@ -413,7 +414,7 @@ def parse_args(argv):
     parser.add_argument("--no-collate", action="store_true", help="skip the uint8 collate comparison")
     parser.add_argument("--baseline", default="", help="a directory holding an older openmix/ package: its "
                         "allocating calls are timed in the same rounds (before/after per entry)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "mixing_speed_cpu.json"))
+    parser.add_argument("--out", default="results/benchmarks/mixing_speed_cpu.json")
     return parser.parse_args(argv)
 
 

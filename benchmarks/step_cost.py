@@ -19,7 +19,8 @@ All steps of one model are called in turn within each of ``--rounds`` rounds (``
 so each sees the same machine load; the cost of a policy is the per-round ratio of its step time to
 mixup's step time (median and quartiles; also the ratio of the mean times, the right figure for
 policies that switch between branches per batch: SMMix, AlignMix, choice). Prints a table,
-writes JSON and a PNG chart (``--out``, default ``benchmarks/results/step_cost.json`` / ``.png``).
+writes JSON and a PNG chart (``--out``, default ``results/benchmarks/step_cost.json`` / ``.png``, an ignored folder; the
+committed run is ``benchmarks/results/step_cost.{json,png}``).
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ from timing import interleaved, ratio_stats  # noqa: E402  (benchmarks/timing.py
 import openmix  # noqa: E402
 from openmix.files import write_bytes_atomic, write_json_atomic  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = "mixup"
 
 
@@ -158,7 +158,7 @@ def main(argv=None):
                     help="torch threads (default: 1 on the CPU, where a shared machine makes more threads spin)")
     ap.add_argument("--policies", nargs="*", default=None, help="default: every registered policy")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(RESULTS / "step_cost.json"))
+    ap.add_argument("--out", default="results/benchmarks/step_cost.json")
     args = ap.parse_args(argv)
     device, num_classes = torch.device(args.device), 10
     threads = args.threads if args.threads is not None else (1 if device.type == "cpu" else 0)
