@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import openmix
+
 from openmix.batch import MixedBatch
 from openmix.policies import POLICIES
 from openmix.policies.step import StepPolicy
@@ -83,3 +85,13 @@ def test_step_policy_runs_inside_the_engine_and_resumes_exactly(tmp_path, step_p
 def test_step_policy_refuses_the_collate_path():
     with pytest.raises(TypeError, match="trains with the model"):
         _CleanPlusMixup()(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", ["regmixup", "rankmixup", "sumix", "transmix"])
+def test_step_policies_pass_the_epoch_to_the_policy_they_wrap(name):
+    policy = openmix.build_policy(name, stop_epoch=2, alpha={"schedule": "linear", "start": 0.0, "end": 1.0,
+                                                                "epochs": 4})
+    policy.set_epoch(1)
+    assert policy.inner.active and policy.inner.alpha == pytest.approx(policy.alpha)
+    policy.set_epoch(3)
+    assert not policy.inner.active and policy.inner.epoch == 3 and policy.inner.alpha == pytest.approx(0.75)

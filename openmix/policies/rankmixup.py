@@ -81,11 +81,6 @@ class RankMixup(StepPolicy):
         self.inner = build_input_policy("mixup", "rankmixup", arg="the mixup", alpha=alpha, mode=mode, p=p,
                                         pairing=pairing, stop_epoch=stop_epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if getattr(self, "inner", None) is not None:
-            self.inner.set_epoch(epoch)
-
     def setup(self, ctx) -> None:
         require_classification(ctx, "rankmixup")
 

@@ -40,11 +40,6 @@ class RegMixup(StepPolicy):
         self.inner = build_input_policy("mixup", "regmixup", arg="the mixup", alpha=alpha, mode=mode, p=p,
                                         pairing=pairing, stop_epoch=stop_epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if getattr(self, "inner", None) is not None:
-            self.inner.set_epoch(epoch)
-
     def training_step(self, x, y, ctx):
         mb = self.inner(x, y, generator=self.generator)
         if mb.x is x:                       # mixing off (p, stop_epoch, alpha 0): plain training

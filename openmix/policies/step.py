@@ -58,6 +58,12 @@ class StepPolicy(MixPolicy):
         raise TypeError(f"{type(self).__name__} trains with the model (needs='step'): it runs inside the openmix "
                         f"training engine (openmix-train mix=...), not in MixCollate or DeviceMixer")
 
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        inner = getattr(self, "inner", None)   # the input-level policy a step policy wraps, if any
+        if inner is not None:
+            inner.set_epoch(epoch)
+
     def setup(self, ctx: StepContext) -> None:
         """Create modules and optimisers (on ``ctx.device``); called once before any step."""
 

@@ -108,11 +108,6 @@ class SUMix(StepPolicy):
                                         stop_epoch=stop_epoch)
         self.head: Optional[nn.Linear] = None
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if getattr(self, "inner", None) is not None:
-            self.inner.set_epoch(epoch)
-
     def setup(self, ctx) -> None:
         require_classification(ctx, "sumix")
         features = classifier_layer(ctx.model).in_features

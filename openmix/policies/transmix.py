@@ -79,11 +79,6 @@ class TransMix(StepPolicy):
         self.inner = build_input_policy(mask_policy, "transmix", needs_mask=True, alpha=alpha, mode=mode, p=p,
                                         pairing=pairing, stop_epoch=stop_epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        if getattr(self, "inner", None) is not None:
-            self.inner.set_epoch(epoch)
-
     def setup(self, ctx) -> None:
         require_classification(ctx, "transmix")
         self.grid = patch_grid(ctx.model)
