@@ -236,3 +236,26 @@ def test_attentivemix_arguments_are_checked():
     policy.setup(make_ctx(Tiny()))
     feats = policy.features(torch.randn(2, 1, 32, 32), make_ctx(Tiny()))
     assert feats.shape == (2, 512, 1, 1)                           # a named timm model, random weights
+
+
+def test_sumix_correction_direction_with_confident_predictions():
+    """The documented behaviour of the released formula: a row that is 95% image a, with confident
+    predictions (p = 0.95 on the own class) and a mixed prediction that blends them, gets λ̂ near 0
+    at the authors' scale (the batch size, 64) and stays near λ at scale 1."""
+    k, b = 10, 64
+    y_a = torch.arange(b) % k
+    y_b = (y_a + 1) % k
+    lam = torch.full((b,), 0.95)
+
+    def confident(y):
+        p = torch.full((b, k), 0.05 / (k - 1))
+        p[torch.arange(b), y] = 0.95
+        return p
+
+    p_a, p_b = confident(y_a), confident(y_b)
+    p_mix = lam[:, None] * p_a + (1 - lam[:, None]) * p_b
+    for scale, low, high in ((64.0, 0.0, 0.01), (1.0, 0.9, 0.95)):
+        alpha_a = semantic_distance(p_mix.log(), p_a.log(), y_b, scale)
+        alpha_b = semantic_distance(p_mix.log(), p_b.log(), y_a, scale)
+        got = sumix_lambda(lam, alpha_a, alpha_b, y_a, y_b)
+        assert bool(((got > low) & (got < high)).all()), (scale, got[:3])
