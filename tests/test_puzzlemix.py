@@ -279,6 +279,6 @@ def test_saliency_pass_follows_the_authors_clean_lam():
     s1, extra1 = input_saliency(model, x, y, "classification", contextlib.nullcontext, clean_lam=1.0)
     assert not torch.equal(model[1].running_mean, before)                # train-mode pass
     ce = torch.nn.functional.cross_entropy(model(x), y)
-    assert extra1.requires_grad and float(extra1.detach()) == pytest.approx(2.0 * float(ce) / 5, rel=1e-3)
+    assert extra1.requires_grad and float(extra1.detach()) == pytest.approx(2.0 * float(ce.detach()) / 5, rel=1e-3)
     with pytest.raises(ValueError, match="clean_lam must be a finite number >= 0"):
         openmix.build_policy("puzzlemix", clean_lam=-1)
