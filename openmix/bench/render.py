@@ -144,7 +144,8 @@ def explanations(report: Report) -> list[tuple[str, str]]:
         "and the ranks are averaged; the Friedman test asks whether any mean ranks differ. Only "
         f"if it does (p < {report.alpha:g}) are two policies called different when their mean "
         "ranks are at least the Nemenyi critical difference CD = q·√(k(k+1)/6N) apart "
-        "(Demšar 2006).")))
+        "(Demšar 2006). A policy that does not run on every table of its task (e.g. a 2-D-only "
+        "method in a suite with 1-D data) is left out of the ranks: its mean rank is blank.")))
     if report.claims:
         out.append(("Claims", (
             "Each claim compares a policy with its baseline on the datasets it names, paired by seed "
