@@ -266,3 +266,11 @@ def test_selection_rule_is_read_from_the_trainers_selected_record():
     assert selection_of(best, "top1_median_last_k").rule == "last_k"
     assert selection_of(best, "top1").rule == "final"
     assert selection_of({}, "selected.test.top1").rule == "unknown"
+
+
+def test_the_leaderboard_reads_shipped_suites_as_the_runner_composes_them():
+    from openmix.bench.leaderboard import known_suite
+    tuned = known_suite("cpu-small-tuned")          # a suite built on another one (Hydra defaults)
+    assert tuned.name == "cpu-small-tuned" and tuned.tune is not None and len(tuned.runs) == 200
+    assert [c.id for c in known_suite("cpu-vit").claims] == ["transmix-beats-cutmix", "smmix-beats-cutmix"]
+    assert known_suite("no-such-suite") is None

@@ -124,13 +124,15 @@ def render_leaderboard(
 def known_suite(name: str):
     """The parsed suite ``configs/bench/suite/<name>.yaml`` (its headline and claims), or None
     when no such file exists (a suite defined elsewhere)."""
-    from ..paths import config_dir
+    from hydra import compose, initialize_config_dir
+
+    from .app import bench_config_dir
     from .suite import load_suite
-    path = config_dir() / "bench" / "suite" / f"{name}.yaml"
-    if not path.is_file():
+    if not (bench_config_dir() / "suite" / f"{name}.yaml").is_file():
         return None
-    from omegaconf import OmegaConf
-    return load_suite(OmegaConf.load(path))
+    # composed as openmix-bench composes it, so suites built on others (``defaults:``) resolve
+    with initialize_config_dir(str(bench_config_dir()), version_base=None):
+        return load_suite(compose("bench", overrides=[f"suite={name}"]).suite)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
