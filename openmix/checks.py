@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
@@ -23,6 +23,12 @@ def check_non_negative(value: float, name: str) -> float:
             or float(value) < 0.0):
         raise ValueError(f"{name} must be a finite real number >= 0, got {value!r}")
     return float(value)
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
 
 
 def check_choice(value: str, name: str, choices: Sequence[str]) -> str:

@@ -225,6 +225,19 @@ def test_attentivemix_trained_features_leave_the_model_as_it_was():
     assert torch.isfinite(loss)
 
 
+def test_attentivemix_runs_no_feature_pass_once_mixing_is_off():
+    from openmix.train.models import build_model
+    model = build_model("small_cnn", (1, 8, 8), 5).train()
+    ctx = make_ctx(model)
+    policy = openmix.build_policy("attentivemix", seed=0, stop_epoch=1)
+    policy.setup(ctx)
+    policy.set_epoch(1)
+    policy.features = lambda *a, **k: pytest.fail("feature pass after stop_epoch")
+    x, y = torch.randn(6, 1, 8, 8), torch.randint(0, 5, (6,))
+    mb, loss = policy.training_step(x, y, ctx)
+    assert mb.x is x and bool((mb.lam == 1).all()) and torch.isfinite(loss)
+
+
 def test_attentivemix_arguments_are_checked():
     with pytest.raises(ValueError, match="top_k must be at most grid"):
         openmix.build_policy("attentivemix", top_k=50, grid=7)

@@ -97,6 +97,13 @@ def gradient_saliency(x: torch.Tensor) -> torch.Tensor:
 
 
 # ---- mixing ------------------------------------------------------------------------------
+def _alpha_kwargs(name: str, alpha: float | None) -> dict:
+    """{"alpha": alpha} for a policy that takes it; ResizeMix and SmoothMix refuse alpha: their λ has its own law."""
+    from openmix.policies import POLICIES
+
+    return {"alpha": alpha} if alpha is not None and getattr(POLICIES.get(name), "uses_alpha", True) else {}
+
+
 def _build(name: str, alpha: float | None):
     import openmix
 
@@ -107,8 +114,7 @@ def _build(name: str, alpha: float | None):
     modes = getattr(policy_cls, "modes", ("batch", "pair", "elem"))
     if "elem" in modes:
         kwargs["mode"] = "elem"
-    if alpha is not None and getattr(policy_cls, "uses_alpha", True):
-        kwargs["alpha"] = alpha  # ResizeMix and SmoothMix refuse alpha: their λ has its own law
+    kwargs.update(_alpha_kwargs(name, alpha))
     try:
         return openmix.build_policy(name, **kwargs)
     except (TypeError, ValueError):
@@ -139,11 +145,7 @@ def mix_features_with(name: str, x: torch.Tensor, y: torch.Tensor, seed: int = 0
     import openmix
     from openmix.features import CHANNELS_FIRST
 
-    from openmix.policies import POLICIES
-
-    kwargs = dict(pairing="roll", mode="elem", **FEATURE_PLAN_KWARGS.get(name, {}))
-    if alpha is not None and getattr(POLICIES.get(name), "uses_alpha", True):
-        kwargs["alpha"] = alpha
+    kwargs = dict(pairing="roll", mode="elem", **FEATURE_PLAN_KWARGS.get(name, {}), **_alpha_kwargs(name, alpha))
     try:
         policy = openmix.build_policy(name, **kwargs)
     except (TypeError, ValueError):

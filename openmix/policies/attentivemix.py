@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batch import MixedBatch
+from ..checks import check_positive_int
 from ..features import patch_grid
 from ..ops import blend_with_partner
 from .base import lam_dtype, register_policy
 from .gridmix import grid_cells
-from .input_mixing import check_positive_int, logits_of, require_classification
+from .input_mixing import logits_of, require_classification
 from .step import StepPolicy
 
 __all__ = ["AttentiveMix", "activation_grid", "top_cells_mask"]
@@ -157,7 +158,10 @@ class AttentiveMix(StepPolicy):
         return MixedBatch(x=blend_with_partner(x, index, mask), y=y, index=index, lam=lam.to(lam_dtype(x)), mask=mask)
 
     def training_step(self, x, y, ctx):
-        mb = self.mix_with_features(x, y, self.features(x, ctx))
+        if not self.active or self.p == 0.0:     # no extra forward once mixing is off (stop_epoch, p = 0)
+            mb = self.identity(x, y)
+        else:
+            mb = self.mix_with_features(x, y, self.features(x, ctx))
         return mb, ctx.loss_fn(logits_of(ctx, mb.x), mb)
 
     def preview(self, x, y, generator=None):

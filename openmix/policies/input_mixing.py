@@ -10,7 +10,7 @@ import torch
 from ..batch import MixedBatch
 from .base import MixPolicy, build_policy, lam_dtype
 
-__all__ = ["build_input_policy", "logits_of", "unmixed", "require_classification", "check_positive_int"]
+__all__ = ["build_input_policy", "logits_of", "unmixed", "require_classification"]
 
 
 def build_input_policy(name: str, owner: str, arg: str = "mask_policy", needs_mask: bool = False,
@@ -54,12 +54,6 @@ def require_classification(ctx: Any, name: str) -> None:
     if getattr(ctx, "task", "classification") != "classification":
         raise ValueError(f"mix.name={name!r} is a classification method, got a {ctx.task} dataset; use mixup, "
                          f"regmixup or cmixup for regression")
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
 
 
 # ---- previews (openmix-show): what a step policy does to the input, with stand-ins for the model ----------------

@@ -11,9 +11,9 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_choice, check_non_negative
+from ..checks import check_choice, check_non_negative, check_positive_int
 from .base import register_policy
-from .input_mixing import build_input_policy, check_positive_int, logits_of, require_classification, unmixed
+from .input_mixing import build_input_policy, logits_of, require_classification, unmixed
 from .step import StepPolicy
 
 __all__ = ["RankMixup", "margin_ranking_loss", "mixup_ndcg_loss"]

@@ -20,7 +20,7 @@ from .base import lam_dtype, register_policy, sample_beta
 from .input_mixing import logits_of, require_classification, unmixed
 from .step import StepPolicy
 
-__all__ = ["SMMix", "attention_windows", "paste_windows"]
+__all__ = ["SMMix", "attention_windows", "paste_windows", "swap_windows"]
 
 
 def attention_windows(attention: torch.Tensor, grid: tuple, side: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +48,21 @@ def paste_windows(x: torch.Tensor, index: torch.Tensor, target: torch.Tensor, so
     moved = patches[index].gather(1, source.unsqueeze(2).expand(-1, -1, d))
     out = patches.scatter(1, target.unsqueeze(2).expand(-1, -1, d), moved)
     return F.fold(out.transpose(1, 2), (height, width), patch, stride=patch)
+
+
+def swap_windows(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, attention: torch.Tensor, grid: tuple,
+                 side: int, patch: tuple) -> tuple[MixedBatch, torch.Tensor]:
+    """Each row's least attended side x side window replaced by its partner's most attended one.
+    x: (B, C, H, W); attention: (B, h·w) per patch. -> (MixedBatch with the pixel mask of the own
+    patches and λ = 1 − side²/(h·w), pasted: (B, h·w) bool, True where the partner's patch sits)."""
+    b = x.shape[0]
+    least, most = attention_windows(attention, grid, side)
+    mixed = paste_windows(x, index, least, most[index], patch)
+    pasted = torch.zeros(b, grid[0] * grid[1], dtype=torch.bool, device=x.device).scatter_(1, least, True)
+    own = (~pasted).to(x.dtype).view(b, 1, *grid)
+    mask = own.repeat_interleave(patch[0], dim=2).repeat_interleave(patch[1], dim=3)
+    lam = torch.full((b,), 1.0 - side * side / pasted.shape[1], dtype=lam_dtype(x), device=x.device)
+    return MixedBatch(x=mixed, y=y, index=index, lam=lam, mask=mask), pasted
 
 
 @register_policy("smmix")
@@ -118,7 +133,7 @@ class SMMix(StepPolicy):
         return self._smmix_step(x, y, index, side, ctx)
 
     def _smmix_step(self, x, y, index, side, ctx):
-        model, b = ctx.model, x.shape[0]
+        model = ctx.model
         with torch.no_grad(), last_block_attention(model, "patches") as tap:
             was_training = model.training
             model.eval()
@@ -127,14 +142,8 @@ class SMMix(StepPolicy):
                     clean_logits = model(x).float()
             finally:
                 model.train(was_training)
-        least, most = attention_windows(tap.attention, self.grid, side)
-        mixed = paste_windows(x, index, least, most[index], self.patch)
-        pasted = torch.zeros(b, self.grid[0] * self.grid[1], dtype=torch.bool, device=x.device).scatter_(1, least, True)
-        own = (~pasted).to(x.dtype).view(b, 1, *self.grid)
-        mask = own.repeat_interleave(self.patch[0], dim=2).repeat_interleave(self.patch[1], dim=3)
-        lam_value = 1.0 - side * side / pasted.shape[1]
-        mb = MixedBatch(x=mixed, y=y, index=index, mask=mask,
-                        lam=torch.full((b,), lam_value, dtype=lam_dtype(x), device=x.device))
+        mb, pasted = swap_windows(x, y, index, tap.attention, self.grid, side, self.patch)
+        mixed, lam_value = mb.x, 1.0 - side * side / pasted.shape[1]
         captured = {}
 
         def keep_tokens(h):
@@ -169,14 +178,8 @@ class SMMix(StepPolicy):
         lo, hi = max(1, int(grid[0] * self.side_range[0])), max(1, int(grid[0] * self.side_range[1]))
         side = int(torch.randint(lo, hi + 1, (1,), generator=g, device=g.device))
         index = self.pairing(x.shape[0], g, y=y).to(x.device)
-        least, most = attention_windows(brightness_per_patch(x, grid), grid, side)
-        mixed = paste_windows(x, index, least, most[index], patch)
-        pasted = torch.zeros(x.shape[0], grid[0] * grid[1], dtype=torch.bool, device=x.device).scatter_(1, least, True)
-        own = (~pasted).to(x.dtype).view(-1, 1, *grid)
-        mask = own.repeat_interleave(patch[0], dim=2).repeat_interleave(patch[1], dim=3)
-        lam = torch.full((x.shape[0],), 1.0 - side * side / pasted.shape[1], dtype=lam_dtype(x), device=x.device)
-        return (MixedBatch(x=mixed, y=y, index=index, lam=lam, mask=mask),
-                "brightest window of the partner onto the darkest one (stand-in for the ViT's attention)")
+        mb, _ = swap_windows(x, y, index, brightness_per_patch(x, grid), grid, side, patch)
+        return mb, "brightest window of the partner onto the darkest one (stand-in for the ViT's attention)"
 
     def cost_model_forwards(self) -> int:
         return 2
