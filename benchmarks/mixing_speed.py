@@ -7,12 +7,18 @@ to copying the batch, measured in the same interleaved rounds. A measurement, no
     python benchmarks/mixing_speed.py --baseline /tmp/old   # /tmp/old/openmix: an older export
 
 Batches: 256x3x32x32, 128x3x64x64 and 64x3x224x224 float32 (uniform noise, 10 classes).
-Floors, timed in the same rounds as everything else:
-  * ``x.clone()``: what an allocating call pays for its output (on glibc a 38 MB block is a
-    fresh mmap every time, so at 224 px this is already the cold figure);
-  * ``x.clone() cold``: the same after ``malloc_trim(0)`` (freed memory returned to the OS);
-  * ``copy_ into buffer``: ``out.copy_(x)`` into a buffer reused across calls, the warm floor.
-Entries: ``policy(x, y)`` against ``x.clone()``; ``policy(x, y, out=buf)`` against the warm floor;
+Allocator state. What a fresh output costs depends on where its memory comes from: memory the
+process freed earlier is already paged in (warm), memory new from the kernel faults in page by
+page (cold; 5x a warm copy at 224 px on a 2-core VM). Left alone, glibc's state drifts with
+the calls made before, so each allocating call is timed in both states, each against the
+floor in the same state:
+  * warm: the script asks glibc to keep freed memory (``mallopt``), as a training loop's steady
+    state or a caching allocator would; floor ``x.clone()``;
+  * cold (entries ending in ``cold``): ``malloc_trim(0)`` returns freed memory to the OS just
+    before each call; floor ``x.clone() cold``.
+  * ``copy_ into buffer``: ``out.copy_(x)`` into a buffer reused across calls, the floor of
+    ``out=`` calls.
+Entries: ``policy(x, y)`` and ``policy(x, y)`` cold; ``policy(x, y, out=buf)`` against ``copy_``;
 ``channels_last`` inputs (batch and elem modes; the output layout is recorded); timm's ``Mixup``
 (batch and elem; it mixes in place, so each call gets a fresh copy made untimed) and
 torchvision's v2 ``MixUp``/``CutMix``. The uint8 collate path: ``MixCollate`` against timm's
@@ -50,6 +56,15 @@ MODES = ("batch", "pair", "elem")
 CHOICE = [{"name": "mixup", "alpha": 0.8}, {"name": "cutmix", "alpha": 1.0}]   # configs/mix/choice.yaml
 NUM_CLASSES = 10
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3        # glibc's malloc.h
+
+
+def keep_freed_memory() -> bool:
+    """Asks glibc to serve every allocation from its heap and never give freed memory back on
+    its own (the warm state); True when it accepted."""
+    if _LIBC is None or not hasattr(_LIBC, "mallopt"):
+        return False
+    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(_LIBC.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def load_baseline(path: str):
@@ -122,14 +137,18 @@ def floor_entries(x: torch.Tensor, buf: torch.Tensor):
 
 
 def policy_entries(names: List[str], x, y, buf, x_cl):
-    """{entry: fn} and {entry: info} for every policy and mode (allocating, out=, channels_last)."""
-    fns, info = {}, {}
+    """{entry: fn}, {entry: prepare} and {entry: info} for every policy and mode (allocating warm
+    and cold, out=, channels_last)."""
+    fns, prepare, info = {}, {}, {}
     for name in names:
         for mode in MODES:
             policy = build(name, mode)
             key = f"{name} {mode}"
             fns[key] = (lambda p: lambda: p(x, y))(policy)
             info[key] = dict(policy=name, mode=mode, variant="alloc")
+            if _LIBC is not None and name != "vanilla":
+                fns[key + " cold"], prepare[key + " cold"] = fns[key], trim
+                info[key + " cold"] = dict(policy=name, mode=mode, variant="alloc cold")
             if name != "vanilla" and takes_out(policy, x, y):   # vanilla returns x; out= is moot
                 fns[key + " out="] = (lambda p: lambda: p(x, y, out=buf))(policy)
                 info[key + " out="] = dict(policy=name, mode=mode, variant="out")
@@ -137,7 +156,7 @@ def policy_entries(names: List[str], x, y, buf, x_cl):
                 fns[key + " channels_last"] = (lambda p: lambda: p(x_cl, y))(policy)
                 info[key + " channels_last"] = dict(policy=name, mode=mode, variant="channels_last",
                                                     keeps_channels_last=keeps_channels_last(policy, x_cl, y))
-    return fns, info
+    return fns, prepare, info
 
 
 def keeps_channels_last(policy, x_cl, y) -> bool:
@@ -173,6 +192,10 @@ def peer_entries(x: torch.Tensor, y: torch.Tensor):
             fns[key] = (lambda m: lambda: m(work, y))(mixer)
             prepare[key] = lambda: work.copy_(x)
             info[key] = dict(policy=kind, mode=mode, variant="timm")
+            if _LIBC is not None:     # timm's elem mode allocates a copy of the batch
+                fns[key + " cold"] = fns[key]
+                prepare[key + " cold"] = lambda: (work.copy_(x), trim())
+                info[key + " cold"] = dict(policy=kind, mode=mode, variant="timm cold")
     tv_mixup, tv_cutmix = v2.MixUp(alpha=1.0, num_classes=NUM_CLASSES), v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES)
     fns["torchvision MixUp"] = lambda: tv_mixup(x, y)
     fns["torchvision CutMix"] = lambda: tv_cutmix(x, y)
@@ -240,8 +263,9 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
     buf = torch.empty_like(x)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     fns, prepare = floor_entries(x, buf)
-    more, info = policy_entries(names, x, y, buf, x_cl)
+    more, more_prepare, info = policy_entries(names, x, y, buf, x_cl)
     fns.update(more)
+    prepare.update(more_prepare)
     for add in ((inplace_entries, peer_entries) if peers else ()):
         more, more_prepare, more_info = add(x, y)
         fns.update(more)
@@ -252,9 +276,17 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
         fns.update(more)
         info.update(more_info)
     extra = dict(size=size, shape="x".join(map(str, shape)), threads=torch.get_num_threads())
-    times = interleaved(fns, "cpu", rounds, warmup=2, prepare=prepare)
+    # two passes: the warm one never trims, so freed memory stays paged in; the cold one trims
+    # before every call
+    cold = {key for key in fns if key.endswith(" cold")}
+    times = interleaved({k: f for k, f in fns.items() if k not in cold}, "cpu", rounds, warmup=2, prepare=prepare)
+    times.update(interleaved({k: fns[k] for k in fns if k in cold}, "cpu", rounds, warmup=1, prepare=prepare))
     rows = summarise(times, info, {"clone": "x.clone()", "copy": "copy_ into buffer",
                                    "clone_cold": "x.clone() cold"}, extra)
+    for row in rows:       # each allocating call against the floor in its own allocator state
+        floor = {"alloc": "x_clone", "alloc cold": "x_clone_cold"}.get(row.get("variant"))
+        if floor in row:
+            row["x_floor"] = row[floor]
     for row in rows:       # the same call before and after, round by round
         before = f"before {row.get('policy')} {row.get('mode')}"
         if row.get("variant") == "alloc" and before in times:
@@ -271,11 +303,14 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
 
 
 def add_peer_speedups(rows: List[dict]) -> None:
-    """timm elem/batch time over ours, from the medians of the same interleaved rounds."""
+    """timm elem/batch time over ours, from the medians of the same interleaved rounds (a cold
+    call against timm's cold call)."""
     ms = {(r["threads"], r["size"], r["entry"]): r["ms"] for r in rows}
     for r in rows:
-        if r.get("variant") in ("alloc", "inplace") and r["policy"] in ("mixup", "cutmix") and r["mode"] != "pair":
-            peer = ms.get((r["threads"], r["size"], f"timm {r['policy']} {r['mode']}"))
+        if r.get("variant") in ("alloc", "alloc cold", "inplace") and r["policy"] in ("mixup", "cutmix") \
+                and r["mode"] != "pair":
+            cold = " cold" if r["variant"] == "alloc cold" else ""
+            peer = ms.get((r["threads"], r["size"], f"timm {r['policy']} {r['mode']}{cold}"))
             if peer is not None:
                 r["speedup_vs_timm"] = peer / r["ms"]
 
@@ -292,29 +327,29 @@ def goal(rows, name: str, target: float, pick: Callable[[dict], bool], value: st
 
 
 def goals(rows: List[dict]) -> List[dict]:
-    alloc = lambda r: r.get("variant") == "alloc"                              # noqa: E731
+    alloc = lambda r: r.get("variant") in ("alloc", "alloc cold")              # noqa: E731
     out = lambda r: r.get("variant") == "out"                                  # noqa: E731
     core = lambda r: r.get("policy") in ("mixup", "cutmix", "resizemix") and r.get("mode") in ("batch", "elem")  # noqa: E731
     fmix_elem = lambda r: r.get("policy") == "fmix" and r.get("mode") == "elem"  # noqa: E731
     elem = lambda r: r.get("mode") == "elem" and r.get("policy") in ("mixup", "cutmix")  # noqa: E731
     return [
-        goal(rows, "elem mixup/CutMix vs timm elem at 224 px (times faster)", 1.5,
+        goal(rows, "elem mixup/CutMix vs timm elem at 224 px, warm and cold (times faster)", 1.5,
              lambda r: alloc(r) and elem(r) and r["size"] == 224, "speedup_vs_timm", higher_is_better=True),
         goal(rows, "same, both in place (inplace=True; timm mixes in place)", 1.5,
              lambda r: r.get("variant") == "inplace" and elem(r) and r["size"] == 224, "speedup_vs_timm",
              higher_is_better=True),
         goal(rows, "elem mixup/CutMix vs timm elem at 32 px (times faster)", 5.0,
              lambda r: alloc(r) and elem(r) and r["size"] == 32, "speedup_vs_timm", higher_is_better=True),
-        goal(rows, "mixup/CutMix/ResizeMix batch+elem at 224 px, x x.clone()", 3.0,
-             lambda r: alloc(r) and core(r) and r["size"] == 224, "x_clone"),
+        goal(rows, "mixup/CutMix/ResizeMix batch+elem at 224 px, x x.clone() (warm and cold)", 3.0,
+             lambda r: alloc(r) and core(r) and r["size"] == 224, "x_floor"),
         goal(rows, "same with out=, x copy_ into buffer", 3.0,
              lambda r: out(r) and core(r) and r["size"] == 224, "x_copy"),
-        goal(rows, "FMix elem at 224 px, x x.clone()", 6.0,
-             lambda r: alloc(r) and fmix_elem(r) and r["size"] == 224, "x_clone"),
+        goal(rows, "FMix elem at 224 px, x x.clone() (warm and cold)", 6.0,
+             lambda r: alloc(r) and fmix_elem(r) and r["size"] == 224, "x_floor"),
         goal(rows, "FMix elem at 224 px with out=, x copy_ into buffer", 6.0,
              lambda r: out(r) and fmix_elem(r) and r["size"] == 224, "x_copy"),
-        goal(rows, "every static policy and mode at 32 px, x x.clone()", 10.0,
-             lambda r: alloc(r) and r["size"] == 32, "x_clone"),
+        goal(rows, "every static policy and mode at 32 px, x x.clone() (warm and cold)", 10.0,
+             lambda r: alloc(r) and r["size"] == 32, "x_floor"),
         goal(rows, "every static policy and mode at 32 px with out=, x copy_ into buffer", 10.0,
              lambda r: out(r) and r["size"] == 32, "x_copy"),
         goal(rows, "channels_last time / contiguous time (same entry)", 1.15,
@@ -338,7 +373,7 @@ def add_layout_ratios(rows: List[dict]) -> None:
 
 
 def print_table(rows: List[dict]) -> None:
-    print(f"{'thr':>3} {'px':>4} {'entry':<40} {'ms':>9} {'x clone':>8} {'x copy':>7} {'other':>16}")
+    print(f"{'thr':>3} {'px':>4} {'entry':<40} {'ms':>9} {'x floor':>8} {'x copy':>7} {'other':>16}")
     for r in rows:
         other = ""
         if "speedup_vs_before" in r:
@@ -350,7 +385,7 @@ def print_table(rows: List[dict]) -> None:
         elif "vs_contiguous" in r:
             other = f"{r['vs_contiguous']:.2f}x NCHW, kept={r['keeps_channels_last']}"
         fmt = lambda v: "" if v is None else f"{v:.2f}"   # noqa: E731
-        print(f"{r['threads']:>3} {r['size']:>4} {r['entry']:<40} {r['ms']:>9.3f} {fmt(r.get('x_clone')):>8} "
+        print(f"{r['threads']:>3} {r['size']:>4} {r['entry']:<40} {r['ms']:>9.3f} {fmt(r.get('x_floor', r.get('x_clone'))):>8} "
               f"{fmt(r.get('x_copy')):>7} {other:>16}")
 
 
@@ -376,16 +411,18 @@ def plot(rows: List[dict], path: str) -> None:
         here = [r for r in rows if r["size"] == size and r["threads"] == thr]
         alloc = [r for r in here if r.get("variant") == "alloc" and r["policy"] != "vanilla"]
         out = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "out"}
+        cold = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "alloc cold"}
         before = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "before"}
         pos = np.arange(len(alloc))
         pick = lambda table, key: [table[(r["policy"], r["mode"])][key] if (r["policy"], r["mode"]) in table else 0  # noqa: E731
                                    for r in alloc]
-        if before:
-            ax.bar(pos - 0.3, pick(before, "x_clone"), 0.3, label="before: policy(x, y) / x.clone()", color="lightgrey")
-        ax.bar(pos + (0.0 if before else -0.2), [r["x_clone"] for r in alloc], 0.3 if before else 0.4,
-               label="policy(x, y) / x.clone()")
-        ax.bar(pos + (0.3 if before else 0.2), pick(out, "x_copy"), 0.3 if before else 0.4,
-               label="policy(x, y, out=buf) / buf.copy_(x)")
+        bars = [("before: policy(x, y) / x.clone()", before, "x_clone", "lightgrey")] if before else []
+        bars += [("policy(x, y) / x.clone(), warm", {(r["policy"], r["mode"]): r for r in alloc}, "x_clone", None),
+                 ("policy(x, y) / x.clone(), both cold", cold, "x_clone_cold", None),
+                 ("policy(x, y, out=buf) / buf.copy_(x)", out, "x_copy", None)]
+        width = 0.8 / len(bars)
+        for k, (label, table, key, color) in enumerate(bars):
+            ax.bar(pos - 0.4 + width * (k + 0.5), pick(table, key), width, label=label, color=color)
         for level, style in ((3, "--"), (6, ":"), (10, "-.")):
             ax.axhline(level, color="grey", linestyle=style, linewidth=0.8)
         ax.set_yscale("log")
@@ -421,6 +458,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(argv)
     load_at_start = os.getloadavg()     # a shared machine: say how busy it was
+    warm = keep_freed_memory()
     all_threads = torch.get_num_threads()
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([32, 224] if args.quick else [32, 64, 224])
     threads = [all_threads if t == "all" else int(t) for t in args.threads.split(",")]
@@ -443,7 +481,10 @@ def main(argv=None) -> int:
     meta = dict(device="cpu", torch=torch.__version__, numpy=np.__version__, machine=platform.machine(),
                 load_average_at_start=load_at_start, load_average_at_end=os.getloadavg(),
                 processor=platform.processor(), python=sys.version.split()[0], cpu_count=os.cpu_count(),
-                all_threads=all_threads, quick=args.quick, policies=names, baseline=args.baseline or None)
+                all_threads=all_threads, quick=args.quick, policies=names, baseline=args.baseline or None,
+                allocator=("glibc: freed memory kept (warm); 'cold' entries trimmed before each call"
+                           if warm else "as the C library left it (warm state not set)"),
+                huge_pages=os.environ.get("OPENMIX_HUGE_PAGES", "1") != "0")
     write_json_atomic(args.out, dict(meta=meta, goals=results, rows=rows), indent=1)
     png = str(Path(args.out).with_suffix(".png"))
     plot(rows, png)

@@ -67,6 +67,8 @@ def cpu_path(request, monkeypatch):
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
         monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
         monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
+        monkeypatch.setattr(blend, "ROW_BY_ROW_MIN", 0)
+        monkeypatch.setattr(paste, "ROW_BY_ROW_MIN", 0)
     return request.param
 
 
@@ -99,7 +101,7 @@ def test_resizemix_patches_are_exactly_f_interpolate(mode, placement, interpolat
 
 @pytest.mark.parametrize("max_soft", [0.0, 0.2])
 @pytest.mark.parametrize("mode", MODES)
-def test_fmix_blends_with_its_mask_row_by_row(mode, max_soft):
+def test_fmix_blends_with_its_mask_row_by_row(mode, max_soft, cpu_path):
     x, y = images((8, 3, 14, 9))
     mb = openmix.build_policy("fmix", mode=mode, max_soft=max_soft, seed=1)(x, y)
     for i in range(8):
@@ -265,3 +267,28 @@ def test_in_place_cycle_walk_equals_the_whole_batch_form(index, shared, monkeypa
     weight = torch.rand(1 if shared else 7, 1, 5, 4, generator=torch.Generator().manual_seed(1))
     expected = x.lerp(x[index], 1.0 - weight)
     assert torch.equal(blend.blend_with_partner(x.clone(), index, weight, inplace=True), expected)
+
+
+@pytest.mark.parametrize("weight_shape", [(7, 1, 1, 1), (7, 1, 5, 4), (1, 1, 5, 4)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_row_by_row_blend_equals_the_whole_batch_form(weight_shape, layout, with_out, monkeypatch):
+    """The large-row path (one lerp per row into the output) gives the whole-batch form's bits,
+    including weights of exactly 0 and 1, in both layouts, with and without out=."""
+    from openmix.ops import blend
+    x = torch.rand(7, 3, 5, 4, generator=torch.Generator().manual_seed(0))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    index = torch.tensor([3, 0, 1, 2, 6, 4, 5])
+    weight = torch.rand(weight_shape, generator=torch.Generator().manual_seed(1))
+    weight.view(-1)[:2] = torch.tensor([0.0, 1.0])
+    expected = blend._blend_plain(x, index, weight)
+    monkeypatch.setattr(blend, "ROW_BY_ROW_MIN", 0)
+    calls, real = [], blend._blend_rows
+    monkeypatch.setattr(blend, "_blend_rows", lambda *a: calls.append(1) or real(*a))
+    out = torch.full_like(x, float("nan")) if with_out else None
+    result = blend.blend_with_partner(x, index, weight, out=out)
+    assert len(calls) == 1
+    assert torch.equal(result, expected)
+    assert result.stride() == x.stride() and (out is None or result is out)
+

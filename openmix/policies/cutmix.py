@@ -6,6 +6,7 @@ import math
 import torch
 
 from ..ops import box_bounds, box_mask, blend_with_partner
+from ..ops.memory import new_like
 from .base import MixPolicy, register_policy
 
 # on the CPU, rows of at least this many elements get their boxes by slice copies, one row at a
@@ -45,20 +46,29 @@ class CutMix(MixPolicy):
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def copy_boxes(self, x, index, lo, hi, out=None):
-        """x with each row's box taken from its partner, by slice copies: one region for the
-        batch in ``batch`` mode, else row by row (large rows, where the per-row calls are cheap
-        next to the copies). lo, hi: (B, d) long."""
-        boxes = [tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
+        """x with each row's box taken from its partner, by slice copies. Into a new tensor (or
+        ``out``) with rows of at least BOX_COPY_MIN_ROW elements: row by row, the row then its
+        box, while the row is in cache; otherwise the whole batch, then one region (``batch``
+        mode) or each row's box. lo, hi: (B, d) long."""
+        boxes = [(slice(None),) + tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
+        partners = index.tolist()
         if self.mode == "batch":
-            region = (slice(None), slice(None)) + boxes[0]
+            boxes = boxes[:1] * len(partners)
+        if not self.inplace and x[0].numel() >= BOX_COPY_MIN_ROW:
+            result = new_like(x) if out is None else out
+            for i, (j, box) in enumerate(zip(partners, boxes)):
+                result[i].copy_(x[i])
+                result[i][box] = x[j][box]
+            return result
+        if self.mode == "batch":
+            region = (slice(None),) + boxes[0]
             pastes = [(region, x[region].index_select(0, index))]
         else:
-            partners = index.tolist()
-            pastes = [((i, slice(None)) + box, x[(j, slice(None)) + box])
-                      for i, (j, box) in enumerate(zip(partners, boxes))]
+            pastes = [((i,) + box, x[(j,) + box]) for i, (j, box) in enumerate(zip(partners, boxes))]
             if self.inplace:          # read every box before writing any
                 pastes = [(where, patch.clone()) for where, patch in pastes]
-        result = x if self.inplace else (x.clone() if out is None else out.copy_(x))
+        result = x if self.inplace else (out if out is not None else new_like(x)).copy_(x)
         for where, patch in pastes:
             result[where] = patch
         return result
+

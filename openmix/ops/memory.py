@@ -1,0 +1,75 @@
+"""Fresh output tensors that are cheap to fill on the CPU.
+
+A new batch-sized CPU tensor (38 MB for 64x3x224x224 float32) usually comes straight from the
+kernel, and filling it costs one page fault per 4 KB page: on a 2-core VM, ``x.clone()`` took
+18.7 ms against 3.4 ms for ``copy_`` into an existing buffer. Advising the kernel to back such
+an allocation with 2 MB pages (``madvise(MADV_HUGEPAGE)``, what PyTorch's opt-in
+``THP_MEM_ALLOC_ENABLE=1`` does for every allocation) before it is written took the same fill
+to 6.6 ms. ``new_like`` does that for large CPU outputs on Linux when transparent huge pages are
+in ``madvise`` mode; it changes where the pages come from, never the tensor.
+``OPENMIX_HUGE_PAGES=0`` turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import sys
+from typing import Optional
+
+import torch
+
+# outputs below this size are left alone (the C allocator's heap usually serves them, already
+# paged in; an advice costs about a microsecond)
+MIN_ADVISED_BYTES = 8 * 1024 * 1024
+HUGE_PAGE = 2 * 1024 * 1024
+MADV_HUGEPAGE = 14            # linux/mman.h
+THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    """libc's madvise when advising helps here (Linux, THP in ``madvise`` mode, not turned off
+    by ``OPENMIX_HUGE_PAGES=0``), else None. In ``always`` mode the kernel needs no advice."""
+    if not sys.platform.startswith("linux") or os.environ.get("OPENMIX_HUGE_PAGES", "1") == "0":
+        return None
+    try:
+        with open(THP_SETTING) as f:
+            if "[madvise]" not in f.read():
+                return None
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        advise = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advise.restype = ctypes.c_int
+    return advise
+
+
+def advise_huge_pages(t: torch.Tensor) -> torch.Tensor:
+    """Asks for 2 MB pages under the whole 2 MB-aligned part of a large CPU tensor's memory
+    (call it before the tensor is first written). Returns t; a refusal is ignored."""
+    advise = _madvise()
+    if advise is None or t.device.type != "cpu":
+        return t
+    nbytes = t.untyped_storage().nbytes()
+    if nbytes < MIN_ADVISED_BYTES:
+        return t
+    begin = t.untyped_storage().data_ptr()
+    start = -(-begin // HUGE_PAGE) * HUGE_PAGE
+    stop = (begin + nbytes) // HUGE_PAGE * HUGE_PAGE
+    if stop > start:
+        advise(start, stop - start, MADV_HUGEPAGE)
+    return t
+
+
+def new_like(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``torch.empty_like(x, dtype=dtype)`` (same shape, device and memory format), with huge
+    pages advised for a large CPU tensor (see the module docstring)."""
+    return advise_huge_pages(torch.empty_like(x, dtype=dtype))
+
+
+def new_empty(shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, device=device)`` with huge pages advised when large."""
+    return advise_huge_pages(torch.empty(shape, dtype=dtype, device=device))
