@@ -81,8 +81,9 @@ def load_baseline(path: str):
 
 
 def baseline_entries(baseline, names: List[str], x, y):
-    """The baseline's allocating calls, ``before <policy> <mode>``, for the policies it has."""
-    fns, info = {}, {}
+    """The baseline's allocating calls, ``before <policy> <mode>`` (warm) and ``... cold``, for
+    the policies it has; ({entry: fn}, {entry: prepare}, {entry: info})."""
+    fns, prepare, info = {}, {}, {}
     for name in names:
         if name == "vanilla" or name not in baseline.list_policies():
             continue
@@ -91,7 +92,11 @@ def baseline_entries(baseline, names: List[str], x, y):
             policy = baseline.build_policy(name, seed=0, **kwargs)
             fns[f"before {name} {mode}"] = (lambda p: lambda: p(x, y))(policy)
             info[f"before {name} {mode}"] = dict(policy=name, mode=mode, variant="before")
-    return fns, info
+            if _LIBC is not None:
+                fns[f"before {name} {mode} cold"] = fns[f"before {name} {mode}"]
+                prepare[f"before {name} {mode} cold"] = trim
+                info[f"before {name} {mode} cold"] = dict(policy=name, mode=mode, variant="before cold")
+    return fns, prepare, info
 
 
 def static_policy_names() -> List[str]:
@@ -272,8 +277,9 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
         prepare.update(more_prepare)
         info.update(more_info)
     if baseline is not None:
-        more, more_info = baseline_entries(baseline, names, x, y)
+        more, more_prepare, more_info = baseline_entries(baseline, names, x, y)
         fns.update(more)
+        prepare.update(more_prepare)
         info.update(more_info)
     extra = dict(size=size, shape="x".join(map(str, shape)), threads=torch.get_num_threads())
     # two passes: the warm one never trims, so freed memory stays paged in; the cold one trims
@@ -287,9 +293,10 @@ def measure_size(size: int, names: List[str], rounds: int, peers: bool, collate:
         floor = {"alloc": "x_clone", "alloc cold": "x_clone_cold"}.get(row.get("variant"))
         if floor in row:
             row["x_floor"] = row[floor]
-    for row in rows:       # the same call before and after, round by round
-        before = f"before {row.get('policy')} {row.get('mode')}"
-        if row.get("variant") == "alloc" and before in times:
+    for row in rows:       # the same call before and after, round by round, in the same state
+        cold = " cold" if row.get("variant") == "alloc cold" else ""
+        before = f"before {row.get('policy')} {row.get('mode')}{cold}"
+        if row.get("variant") in ("alloc", "alloc cold") and before in times:
             row["speedup_vs_before"] = ratio_stats(times[before], times[row["entry"]])["median"]
     if collate:
         fns, info = collate_entries(shape)
@@ -440,6 +447,38 @@ def plot(rows: List[dict], path: str) -> None:
     os.replace(tmp, path)
 
 
+def markdown_table(rows: List[dict], threads: int, sizes=(32, 224)) -> str:
+    """The README's table: per static policy and mode, at each size, the median ms of a warm
+    allocating call and its multiple of the floor in the same state (warm, cold, out=), and the
+    speed-up over the baseline when one was timed."""
+    at = {(r["size"], r["entry"]): r for r in rows if r["threads"] == threads}
+    sizes = [s for s in sizes if (s, "x.clone()") in at]
+    with_before = any(r.get("variant") == "before" for r in rows)
+    head = ["policy", "mode"]
+    for size in sizes:
+        head += [f"{size} px ms", "× clone", "cold × cold clone", "out= × copy_"]
+        head += ["vs before (warm / cold)"] if with_before else []
+    floors = "; ".join(f"{size} px: `x.clone()` {at[(size, 'x.clone()')]['ms']:.2f} ms, cold "
+                       f"{at[(size, 'x.clone() cold')]['ms']:.2f} ms, `copy_` {at[(size, 'copy_ into buffer')]['ms']:.2f} ms"
+                       for size in sizes if (size, "x.clone() cold") in at)
+    lines = [f"Floors, {threads} thread(s): {floors}.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted({(r["policy"], r["mode"]) for r in rows if r.get("variant") == "alloc" and r["policy"] != "vanilla"},
+                  key=lambda k: (k[0], MODES.index(k[1])))
+    fmt = lambda row, key: "" if row is None or row.get(key) is None else f"{row[key]:.2f}"   # noqa: E731
+    for name, mode in keys:
+        cells = [name, mode]
+        for size in sizes:
+            warm, cold = at.get((size, f"{name} {mode}")), at.get((size, f"{name} {mode} cold"))
+            out = at.get((size, f"{name} {mode} out="))
+            cells += ["" if warm is None else f"{warm['ms']:.2f}", fmt(warm, "x_floor"), fmt(cold, "x_floor"),
+                      fmt(out, "x_copy")]
+            if with_before:
+                speedups = [fmt(warm, "speedup_vs_before"), fmt(cold, "speedup_vs_before")]
+                cells.append(" / ".join(v + "×" for v in speedups if v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a minute or so), no 64 px")
@@ -452,11 +491,19 @@ def parse_args(argv):
     parser.add_argument("--baseline", default="", help="a directory holding an older openmix/ package: its "
                         "allocating calls are timed in the same rounds (before/after per entry)")
     parser.add_argument("--out", default="results/benchmarks/mixing_speed_cpu.json")
+    parser.add_argument("--table", default="", metavar="JSON", help="print the README's markdown table "
+                        "from a written JSON (with --table-threads) and exit")
+    parser.add_argument("--table-threads", type=int, default=1)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        import json
+        with open(args.table) as f:
+            print(markdown_table(json.load(f)["rows"], args.table_threads))
+        return 0
     load_at_start = os.getloadavg()     # a shared machine: say how busy it was
     warm = keep_freed_memory()
     all_threads = torch.get_num_threads()

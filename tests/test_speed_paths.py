@@ -61,9 +61,10 @@ def call_and_params(policy, x, y, seed=9):
 def cpu_path(request, monkeypatch):
     """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
     at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
-    from openmix.ops import blend, paste
+    from openmix.ops import blend, boxes, paste
     from openmix.policies import cutmix
     if request.param == "row by row":
+        monkeypatch.setattr(boxes, "FILL_MIN_PIXELS", 0)
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
         monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
         monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
@@ -292,3 +293,31 @@ def test_row_by_row_blend_equals_the_whole_batch_form(weight_shape, layout, with
     assert torch.equal(result, expected)
     assert result.stride() == x.stride() and (out is None or result is out)
 
+
+@pytest.mark.parametrize("spatial", [(37,), (9, 11), (4, 5, 6)])
+def test_box_mask_filled_by_slices_equals_the_outer_product(spatial, monkeypatch):
+    from openmix.ops import boxes
+    g = torch.Generator().manual_seed(len(spatial))
+    lam = torch.cat((torch.tensor([0.0, 1.0]), torch.rand(10, generator=g)))          # full and empty boxes
+    lo, hi = boxes.box_bounds(lam, torch.rand(12, len(spatial), generator=g), spatial)
+    expected = boxes.box_mask(lo, hi, spatial, torch.float64)
+    monkeypatch.setattr(boxes, "FILL_MIN_PIXELS", 1)
+    filled = boxes.box_mask(lo, hi, spatial, torch.float64)
+    assert filled.dtype == torch.float64 and torch.equal(filled, expected)
+    assert bool((expected == 0).any()) and bool((expected == 1).any())
+
+
+@pytest.mark.parametrize("partners", [[3, 0, 1, 2, 4, 6, 5], [0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0], [1, 2, 3, 4, 5, 6, 0]])
+def test_in_place_box_cycle_walk_equals_reading_every_box_first(partners):
+    from openmix.policies.cutmix import paste_boxes_by_cycles
+    x = torch.rand(7, 2, 9, 8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    boxes = []
+    for _ in partners:                                   # overlapping boxes of different sizes
+        top, left = (int(v) for v in torch.randint(0, 5, (2,), generator=g))
+        boxes.append((slice(None), slice(top, top + int(torch.randint(0, 5, (), generator=g))),
+                      slice(left, left + int(torch.randint(1, 4, (), generator=g)))))
+    expected = x.clone()
+    for i, (j, box) in enumerate(zip(partners, boxes)):
+        expected[i][box] = x[j][box]
+    assert torch.equal(paste_boxes_by_cycles(x.clone(), partners, boxes), expected)

@@ -52,7 +52,7 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
     if out is not None and not out.permute(order).is_contiguous():     # an out buffer in another layout
         return out.copy_(_blend_plain(x, index, weight))
     if not x.is_floating_point():
-        out = torch.empty_like(x) if out is None else out              # same strides as x (dense)
+        out = new_like(x) if out is None else out                      # same strides as x (dense)
         _blend_rows_in_blocks(xv, index, wv, out.permute(order))
         return out
     inverse = sorted(range(x.ndim), key=lambda d: order[d])

@@ -73,3 +73,8 @@ def new_like(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tens
 def new_empty(shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)`` with huge pages advised when large."""
     return advise_huge_pages(torch.empty(shape, dtype=dtype, device=device))
+
+
+def fresh_copy(x: torch.Tensor) -> torch.Tensor:
+    """``x.clone()`` for a dense x (same values, strides and memory format) into ``new_like``."""
+    return new_like(x).copy_(x)

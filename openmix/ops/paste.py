@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_mask
-from .memory import new_like
+from .memory import fresh_copy, new_like
 
 
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -48,7 +48,7 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     flat = _flat_spatial(x)
     if interpolation == "nearest" and flat is not None and not shared and x[0].numel() <= PADDED_MAX_ROW:
         scattered = _gather_nearest(x, flat, index, size, offset)               # read before any write
-        result = x if inplace else (x.clone() if out is None else out.copy_(x))
+        result = x if inplace else (fresh_copy(x) if out is None else out.copy_(x))
         if scattered is not None:
             _scatter_into(result, *scattered)
         return result, mask
@@ -56,7 +56,7 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         return _paste_rows(x, index, size.tolist(), offset.tolist(), shared, interpolation,
                            new_like(x) if out is None else out), mask
     pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
-    result = x if inplace else (x.clone() if out is None else out.copy_(x))
+    result = x if inplace else (fresh_copy(x) if out is None else out.copy_(x))
     for row, at, box, patch in pastes:
         result[(row, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))] = patch
     return result, mask

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..ops import box_bounds, box_mask, blend_with_partner
-from ..ops.memory import new_like
+from ..ops.memory import fresh_copy, new_like
 from .base import MixPolicy, register_policy
 
 # on the CPU, rows of at least this many elements get their boxes by slice copies, one row at a
@@ -46,19 +46,22 @@ class CutMix(MixPolicy):
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def copy_boxes(self, x, index, lo, hi, out=None):
-        """x with each row's box taken from its partner, by slice copies. Into a new tensor (or
-        ``out``) with rows of at least BOX_COPY_MIN_ROW elements: row by row, the row then its
-        box, while the row is in cache; otherwise the whole batch, then one region (``batch``
-        mode) or each row's box. lo, hi: (B, d) long."""
+        """x with each row's box taken from its partner, by slice copies. Rows of at least
+        BOX_COPY_MIN_ROW elements go one at a time: into a new tensor (or ``out``) the row, then
+        its box, while the row is in cache; in place, along the cycles of the pairing. Smaller
+        rows: the whole batch, then one region (``batch`` mode) or each row's box. lo, hi: (B, d) long."""
         boxes = [(slice(None),) + tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
         partners = index.tolist()
         if self.mode == "batch":
             boxes = boxes[:1] * len(partners)
-        if not self.inplace and x[0].numel() >= BOX_COPY_MIN_ROW:
+        if x[0].numel() >= BOX_COPY_MIN_ROW:
+            if self.inplace:
+                return paste_boxes_by_cycles(x, partners, boxes)
             result = new_like(x) if out is None else out
             for i, (j, box) in enumerate(zip(partners, boxes)):
-                result[i].copy_(x[i])
-                result[i][box] = x[j][box]
+                row = result[i]
+                row.copy_(x[i])
+                row[box] = x[j][box]
             return result
         if self.mode == "batch":
             region = (slice(None),) + boxes[0]
@@ -67,8 +70,29 @@ class CutMix(MixPolicy):
             pastes = [((i,) + box, x[(j,) + box]) for i, (j, box) in enumerate(zip(partners, boxes))]
             if self.inplace:          # read every box before writing any
                 pastes = [(where, patch.clone()) for where, patch in pastes]
-        result = x if self.inplace else (out if out is not None else new_like(x)).copy_(x)
+        result = x if self.inplace else (fresh_copy(x) if out is None else out.copy_(x))
         for where, patch in pastes:
             result[where] = patch
         return result
 
+
+def paste_boxes_by_cycles(x, partners, boxes):
+    """In place, x[i][boxes[i]] = x[partners[i]][boxes[i]] for every row as if all were read
+    first. Walking each cycle i -> partners[i] -> ..., a row's partner is still unwritten when
+    the row is done, except the partner of the cycle's last row: the cycle's first row, whose
+    needed box is saved before the walk (one box per cycle instead of one per row)."""
+    done = [False] * len(partners)
+    for start in range(len(partners)):
+        if done[start] or partners[start] == start:
+            continue
+        last = start
+        while partners[last] != start:          # the row whose partner is the cycle's first row
+            last = partners[last]
+        saved = x[start][boxes[last]].clone()
+        row = start
+        while not done[row]:
+            done[row] = True
+            nxt = partners[row]
+            x[row][boxes[row]] = saved if nxt == start else x[nxt][boxes[row]]
+            row = nxt
+    return x

@@ -8,6 +8,7 @@ import torch
 
 from ..checks import check_non_negative
 from ..ops import blend_with_partner, box_bounds, box_inside
+from ..ops.memory import fresh_copy
 from ..ops.saliency import saliency_peak
 from .base import MixPolicy, register_policy
 
@@ -56,7 +57,7 @@ class SaliencyMix(MixPolicy):
         lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / float(math.prod(spatial))
         mask = (~inside).to(x.dtype)
         if self.mode == "batch" and x.device.type == "cpu":
-            out = x if self.inplace else x.clone()
+            out = x if self.inplace else fresh_copy(x)
             region = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in zip(lo[0].tolist(), hi[0].tolist()))
             out[region] = x[region].index_select(0, index)
             return out, mask, lam
