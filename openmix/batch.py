@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 
 from .checks import check_labels, check_non_negative
+from .ops.memory import DeferredMask
 
 
 def smoothed_one_hot(y: torch.Tensor, num_classes: int, smoothing: float = 0.0,
@@ -37,7 +38,8 @@ class MixedBatch:
     index: (B,) long, the partner of each row.
     lam:   (B,) float, the weight of each row's OWN label (1 for an unmixed row).
     mask:  (B, 1, *spatial) per-pixel weight of the row's own image, or None for policies
-           without a mask; where present, ``lam == mask.mean`` over the spatial dims.
+           without a mask; where present, ``lam == mask.mean`` over the spatial dims. Policies
+           that mix without it make it on first access (see ``DeferredMask``).
 
     Unpacking gives ``(x, target)`` where ``target`` is the MixedBatch itself, so the usual loop
     ``for x, target in loader: loss = loss_fn(model(x), target)`` works with an openmix loss,
@@ -86,3 +88,27 @@ class MixedBatch:
     def pin_memory(self) -> "MixedBatch":
         """Lets ``DataLoader(pin_memory=True)`` pin a MixedBatch returned by a collate function."""
         return self._map(lambda t: t.pin_memory())
+
+    # a plain dict entry, not a DeferredMask, crosses process boundaries (DataLoader workers)
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_mask"] = self.mask
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def _get_mask(batch: MixedBatch) -> Optional[torch.Tensor]:
+    mask = batch.__dict__.get("_mask")
+    if isinstance(mask, DeferredMask):
+        mask = batch.__dict__["_mask"] = mask.make()
+    return mask
+
+
+def _set_mask(batch: MixedBatch, value: Union[None, torch.Tensor, DeferredMask]) -> None:
+    batch.__dict__["_mask"] = value
+
+
+# after the dataclass is made: its __init__ assigns ``self.mask``, which this property stores
+MixedBatch.mask = property(_get_mask, _set_mask, doc="(B, 1, *spatial) own-image weight or None")

@@ -321,3 +321,35 @@ def test_in_place_box_cycle_walk_equals_reading_every_box_first(partners):
     for i, (j, box) in enumerate(zip(partners, boxes)):
         expected[i][box] = x[j][box]
     assert torch.equal(paste_boxes_by_cycles(x.clone(), partners, boxes), expected)
+
+
+@pytest.mark.parametrize("name", ["cutmix", "resizemix"])
+def test_box_masks_are_made_only_when_read(name, monkeypatch):
+    """CutMix and ResizeMix paste boxes on the CPU without their mask: it is made on the first
+    read of MixedBatch.mask, once, equal to the mask of the path that needs it; a collate that
+    drops masks, and a pickled batch that already dropped it, never make it."""
+    import pickle
+    from openmix.data import MixCollate
+    from openmix.ops import boxes
+    made = []
+    real = boxes.box_mask
+    monkeypatch.setattr(boxes, "box_mask", lambda *a, **k: made.append(1) or real(*a, **k))
+    monkeypatch.setattr(f"openmix.policies.{name}.box_mask" if name == "cutmix" else "openmix.ops.paste.box_mask",
+                        boxes.box_mask)
+    if name == "cutmix":      # small rows blend with the mask; copy boxes as large rows do
+        monkeypatch.setattr("openmix.policies.cutmix.BOX_COPY_MIN_ROW", 0)
+    x, y = images((6, 3, 12, 10), seed=3)
+    policy = openmix.build_policy(name, mode="elem", seed=0)
+    mb = policy(x, y, generator=torch.Generator().manual_seed(1))
+    assert made == []
+    mask = mb.mask
+    assert made == [1] and mb.mask is mask and made == [1]
+    torch.testing.assert_close(mb.lam, mask.mean(dim=(1, 2, 3)))
+    for i in range(6):           # the mask says which pixels came from the partner
+        own = mask[i, 0].bool()
+        assert torch.equal(mb.x[i][:, own], x[i][:, own])
+    again = policy(x, y, generator=torch.Generator().manual_seed(1))
+    restored = pickle.loads(pickle.dumps(again))                          # made while pickling
+    assert made == [1, 1] and torch.equal(restored.mask, mask)
+    collated = MixCollate(policy, seed=0)([(x[i], int(y[i])) for i in range(6)])
+    assert collated.mask is None and made == [1, 1]

@@ -8,6 +8,8 @@ an allocation with 2 MB pages (``madvise(MADV_HUGEPAGE)``, what PyTorch's opt-in
 to 6.6 ms. ``new_like`` does that for large CPU outputs on Linux when transparent huge pages are
 in ``madvise`` mode; it changes where the pages come from, never the tensor.
 ``OPENMIX_HUGE_PAGES=0`` turns it off.
+
+``DeferredMask``: an output made only if someone reads it (``MixedBatch.mask``).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import ctypes.util
 import functools
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -78,3 +80,15 @@ def new_empty(shape, dtype: torch.dtype = torch.float32, device=None) -> torch.T
 def fresh_copy(x: torch.Tensor) -> torch.Tensor:
     """``x.clone()`` for a dense x (same values, strides and memory format) into ``new_like``."""
     return new_like(x).copy_(x)
+
+
+class DeferredMask:
+    """A mask to be made on first access of ``MixedBatch.mask``: what a policy returns from
+    ``apply`` when its mixing did not need the mask (CutMix and ResizeMix copy boxes on the
+    CPU), so that callers who never read it (losses, ``MixCollate(keep_mask=False)``) never pay
+    for it. ``make()`` -> (B, 1, *spatial) tensor."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], torch.Tensor]) -> None:
+        self.make = make

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_mask
-from .memory import fresh_copy, new_like
+from .memory import DeferredMask, fresh_copy, new_like
 
 
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -18,7 +18,7 @@ INTERPOLATIONS = ("nearest", "bilinear")
 
 def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offset: torch.Tensor,
                  shared: bool = False, inplace: bool = False, interpolation: str = "nearest",
-                 out: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 out: Optional[torch.Tensor] = None, defer_mask: bool = False):
     """Paste each row's whole partner, resized to ``size``, at ``offset``.
 
     ``interpolation`` is ``F.interpolate``'s ``"nearest"`` or ``"bilinear"`` (align_corners=False).
@@ -32,19 +32,24 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     one ``F.interpolate`` and a slice copy. ``inplace=True`` writes the result into ``x``;
     ``out`` (like x) receives it without a batch-sized allocation.
     Returns (mixed x, own-image mask (B, 1, *spatial): 0 where pasted, 1 elsewhere; float, in
-    x's dtype for float x; expanded from one row when ``shared``).
+    x's dtype for float x; expanded from one row when ``shared``). With ``defer_mask=True``, on
+    the CPU (whose paths paste without the mask) a ``DeferredMask`` that makes it when
+    ``MixedBatch.mask`` is first read.
     """
     if out is not None and out.stride() != x.stride():      # an out buffer in another layout
-        result, mask = resize_paste(x, index, size, offset, shared, inplace, interpolation)
+        result, mask = resize_paste(x, index, size, offset, shared, inplace, interpolation, defer_mask=defer_mask)
         return out.copy_(result), mask
     spatial = tuple(x.shape[2:])
     mask_dtype = x.dtype if x.is_floating_point() else torch.float32
-    if shared:
-        mask = box_mask(offset[:1], offset[:1] + size[:1], spatial, mask_dtype).expand(x.shape[0], -1, *spatial)
-    else:
-        mask = box_mask(offset, offset + size, spatial, mask_dtype)
+
+    def make_mask():
+        if shared:
+            return box_mask(offset[:1], offset[:1] + size[:1], spatial, mask_dtype).expand(x.shape[0], -1, *spatial)
+        return box_mask(offset, offset + size, spatial, mask_dtype)
     if not shared and x.device.type != "cpu":
+        mask = make_mask()
         return _paste_sampled(x, index, size, offset, mask, inplace, interpolation, out), mask
+    mask = DeferredMask(make_mask) if defer_mask else make_mask()        # the CPU paths below paste without it
     flat = _flat_spatial(x)
     if interpolation == "nearest" and flat is not None and not shared and x[0].numel() <= PADDED_MAX_ROW:
         scattered = _gather_nearest(x, flat, index, size, offset)               # read before any write

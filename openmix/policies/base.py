@@ -98,6 +98,7 @@ class MixPolicy:
     needs: str = "input"          # what the engine must provide: input, saliency or features
     uses_alpha: bool = True       # False where λ does not come from Beta(alpha, alpha) (ResizeMix)
     uses_mask: bool = False       # mask-based policies return MixedBatch.mask
+    defers_mask: bool = False     # apply takes defer_mask=True and may return a DeferredMask
     supports_out: bool = False    # apply takes out= (a buffer for the mixed batch)
     supports_uint8: bool = False  # apply mixes uint8 images block by block (see mix_uint8)
     spatial_dims: Tuple[int, int] = (1, 2)   # accepted numbers of spatial dims (min, max)
@@ -180,7 +181,12 @@ class MixPolicy:
         return draws if self.mode == "elem" else draws[rows]
 
     def apply(self, x: torch.Tensor, params: Params, **context: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """Deterministic mixing. x: (B, C, *spatial) -> (mixed x, mask (B, 1, *spatial) or None, lam (B,))."""
+        """Deterministic mixing. x: (B, C, *spatial) -> (mixed x, mask (B, 1, *spatial) or None, lam (B,)).
+
+        Policies with ``defers_mask`` also take ``defer_mask=True`` (what ``__call__`` passes):
+        the mask may then come back as an ``openmix.ops.memory.DeferredMask``, made when
+        ``MixedBatch.mask`` is first read.
+        """
         raise NotImplementedError
 
     # -- call --------------------------------------------------------------------------------
@@ -253,6 +259,8 @@ class MixPolicy:
             params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
         if out is not None:
             context = dict(context, out=out)
+        if self.defers_mask:
+            context = dict(context, defer_mask=True)
         mixed_x, mask, lam = self.apply(x, params, **context)
         return MixedBatch(x=mixed_x, y=y, index=params["index"], lam=lam.to(lam_dtype(x)), mask=mask)
 

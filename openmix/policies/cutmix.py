@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..ops import box_bounds, box_mask, blend_with_partner
-from ..ops.memory import fresh_copy, new_like
+from ..ops.memory import DeferredMask, fresh_copy, new_like
 from .base import MixPolicy, register_policy
 
 # on the CPU, rows of at least this many elements get their boxes by slice copies, one row at a
@@ -23,6 +23,7 @@ class CutMix(MixPolicy):
     """
 
     uses_mask = True
+    defers_mask = True
     supports_out = True
     supports_uint8 = True
     spatial_dims = (1, 3)
@@ -33,16 +34,20 @@ class CutMix(MixPolicy):
         params["centre"] = self.by_row(centre, params["rows"])
         return params
 
-    def apply(self, x, params, out=None, **context):
+    def apply(self, x, params, out=None, defer_mask=False, **context):
         spatial = tuple(x.shape[2:])
         lo, hi = box_bounds(params["lam"], params["centre"], spatial)
         lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / math.prod(spatial)
         mask_dtype = x.dtype if x.is_floating_point() else torch.float32
         shared = self.mode == "batch"
-        mask = box_mask(lo[:1] if shared else lo, hi[:1] if shared else hi, spatial, mask_dtype)
-        mask = mask.expand(x.shape[0], -1, *spatial) if shared else mask
-        if x.device.type == "cpu" and (shared or x[0].numel() >= BOX_COPY_MIN_ROW):
-            return self.copy_boxes(x, params["index"], lo, hi, out), mask, lam
+
+        def make_mask():
+            mask = box_mask(lo[:1] if shared else lo, hi[:1] if shared else hi, spatial, mask_dtype)
+            return mask.expand(x.shape[0], -1, *spatial) if shared else mask
+        if x.device.type == "cpu" and (shared or x[0].numel() >= BOX_COPY_MIN_ROW):    # no mask needed to mix
+            result = self.copy_boxes(x, params["index"], lo, hi, out)
+            return result, DeferredMask(make_mask) if defer_mask else make_mask(), lam
+        mask = make_mask()
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def copy_boxes(self, x, index, lo, hi, out=None):

@@ -31,6 +31,7 @@ class ResizeMix(MixPolicy):
     """
 
     uses_mask = True
+    defers_mask = True
     uses_alpha = False
     supports_out = True
     supports_uint8 = True
@@ -65,12 +66,12 @@ class ResizeMix(MixPolicy):
         stop = torch.minimum(centre + cut // 2, sides)
         return stop - start, start
 
-    def apply(self, x, params, out=None, **context):
+    def apply(self, x, params, out=None, defer_mask=False, **context):
         spatial = tuple(x.shape[2:])
         size, offset = self.boxes(params["tau"], params["place"], spatial)
         shared = self.mode == "batch" and x.device.type == "cpu"
         result, mask = resize_paste(x, params["index"], size, offset, shared=shared, inplace=self.inplace,
-                                    interpolation=self.interpolation, out=out)
+                                    interpolation=self.interpolation, out=out, defer_mask=defer_mask)
         lam = 1.0 - size.prod(dim=1).to(torch.float64) / math.prod(spatial)
         return result, mask, lam
 
