@@ -411,7 +411,7 @@ def plot(rows: List[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     panels = sorted({(r["size"], r["threads"]) for r in rows})
     sizes, threads = sorted({p[0] for p in panels}), sorted({p[1] for p in panels})
-    fig, axes = plt.subplots(len(sizes), len(threads), figsize=(7.5 * len(threads), 3.6 * len(sizes)),
+    fig, axes = plt.subplots(len(sizes), len(threads), figsize=(9.5 * len(threads), 3.8 * len(sizes)),
                              squeeze=False)
     for (size, thr) in panels:
         ax = axes[sizes.index(size)][threads.index(thr)]
@@ -423,10 +423,12 @@ def plot(rows: List[dict], path: str) -> None:
         pos = np.arange(len(alloc))
         pick = lambda table, key: [table[(r["policy"], r["mode"])][key] if (r["policy"], r["mode"]) in table else 0  # noqa: E731
                                    for r in alloc]
-        bars = [("before: policy(x, y) / x.clone()", before, "x_clone", "lightgrey")] if before else []
-        bars += [("policy(x, y) / x.clone(), warm", {(r["policy"], r["mode"]): r for r in alloc}, "x_clone", None),
-                 ("policy(x, y) / x.clone(), both cold", cold, "x_clone_cold", None),
-                 ("policy(x, y, out=buf) / buf.copy_(x)", out, "x_copy", None)]
+        before_cold = {(r["policy"], r["mode"]): r for r in here if r.get("variant") == "before cold"}
+        bars = [("before: policy(x, y) / x.clone(), warm", before, "x_clone", "lightgrey")] if before else []
+        bars += [("policy(x, y) / x.clone(), warm", {(r["policy"], r["mode"]): r for r in alloc}, "x_clone", "tab:blue")]
+        bars += [("before: policy(x, y) / x.clone(), both cold", before_cold, "x_clone_cold", "dimgrey")] if before_cold else []
+        bars += [("policy(x, y) / x.clone(), both cold", cold, "x_clone_cold", "tab:orange"),
+                 ("policy(x, y, out=buf) / buf.copy_(x)", out, "x_copy", "tab:green")]
         width = 0.8 / len(bars)
         for k, (label, table, key, color) in enumerate(bars):
             ax.bar(pos - 0.4 + width * (k + 0.5), pick(table, key), width, label=label, color=color)
@@ -494,15 +496,21 @@ def parse_args(argv):
     parser.add_argument("--table", default="", metavar="JSON", help="print the README's markdown table "
                         "from a written JSON (with --table-threads) and exit")
     parser.add_argument("--table-threads", type=int, default=1)
+    parser.add_argument("--plot", default="", metavar="JSON", help="redraw the chart of a written JSON "
+                        "(next to it) and exit")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.table:
+    if args.table or args.plot:
         import json
-        with open(args.table) as f:
-            print(markdown_table(json.load(f)["rows"], args.table_threads))
+        with open(args.table or args.plot) as f:
+            rows = json.load(f)["rows"]
+        if args.table:
+            print(markdown_table(rows, args.table_threads))
+        else:
+            plot(rows, str(Path(args.plot).with_suffix(".png")))
         return 0
     load_at_start = os.getloadavg()     # a shared machine: say how busy it was
     warm = keep_freed_memory()

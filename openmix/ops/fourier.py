@@ -66,15 +66,19 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     # monotone in the value, so every value in a higher bin is larger; the batch-sized
     # temporaries come from new_empty (cheaper first writes at large sizes)
     scaled = torch.sub(values, low, out=new_empty(values.shape, values.dtype)).mul_((bins - 1e-3) / span)
-    bin_of = new_empty(values.shape, torch.int32).copy_(scaled).clamp_(0, bins - 1)
+    key = new_empty(values.shape, torch.int32).copy_(scaled).clamp_(0, bins - 1)
     del scaled
+    # row r's bins become r * bins + bin: one bincount for the batch, and one comparison of
+    # every key with its row's threshold key
     offset = (torch.arange(batch, dtype=torch.int32) * bins).unsqueeze(1)
-    counts = torch.bincount((bin_of + offset).view(-1), minlength=batch * bins).view(batch, bins)
+    key += offset
+    counts = torch.bincount(key.view(-1), minlength=batch * bins).view(batch, bins)
     from_top = counts.flip(1).cumsum(1)                       # values in the top j+1 bins
     first = torch.searchsorted(from_top, k.unsqueeze(1)).clamp_(max=bins - 1)
     threshold_bin = (bins - 1 - first).to(torch.int32)        # the bin holding the k-th largest
-    mask = torch.gt(bin_of, threshold_bin, out=new_empty(values.shape, torch.bool))
-    in_bin = torch.eq(bin_of, threshold_bin, out=new_empty(values.shape, torch.bool))
+    threshold_key = threshold_bin + offset
+    mask = torch.gt(key, threshold_key, out=new_empty(values.shape, values.dtype))     # 1.0 above the bin
+    in_bin = torch.eq(key, threshold_key, out=new_empty(values.shape, torch.bool))
     # counts from the histogram (a sum over the bool masks costs more than building them)
     above = torch.where(first > 0, from_top.gather(1, (first - 1).clamp_(min=0)), 0).squeeze(1)
     need = k - above                                          # how many to take from that bin
@@ -86,10 +90,10 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     order = by_value[torch.argsort(rows[by_value], stable=True)]   # by row, then by value
     sorted_rows = rows[order]
     rank = torch.arange(candidates.numel()) - (torch.cumsum(size, 0) - size)[sorted_rows]
-    chosen = torch.empty(candidates.numel(), dtype=torch.bool)
-    chosen[order] = rank < need[sorted_rows]
+    chosen = torch.empty(candidates.numel(), dtype=values.dtype)
+    chosen[order] = (rank < need[sorted_rows]).to(values.dtype)
     mask.view(-1).index_put_((where,), chosen)
-    return new_empty(values.shape, values.dtype).copy_(mask)
+    return mask
 
 
 def _top_k_mask_select(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
