@@ -44,3 +44,19 @@ def test_a_real_advice_leaves_values_intact():
     """Whatever the kernel does with the advice (or if it refuses it), the tensor works."""
     x = torch.rand(64, 3, 128, 128)                                      # 12.6 MB
     assert torch.equal(memory.new_like(x).copy_(x), x)
+
+
+def test_row_by_row_only_where_each_row_keeps_every_thread_busy():
+    before = torch.get_num_threads()
+    row_224 = torch.empty(2, 3, 224, 224)                    # 150528 elements: 4 tasks of 32768
+    try:
+        torch.set_num_threads(1)
+        assert memory.row_by_row(row_224) and memory.row_by_row(torch.empty(2, 3, 64, 64))
+        assert not memory.row_by_row(torch.empty(2, 3, 32, 32))            # small rows: whole batch
+        torch.set_num_threads(4)
+        assert memory.row_by_row(row_224) and not memory.row_by_row(torch.empty(2, 3, 64, 64))
+        torch.set_num_threads(8)
+        assert not memory.row_by_row(row_224)                 # more threads than one row's tasks
+    finally:
+        torch.set_num_threads(before)
+    assert not memory.row_by_row(torch.empty(0, 3, 224, 224))

@@ -61,15 +61,15 @@ def call_and_params(policy, x, y, seed=9):
 def cpu_path(request, monkeypatch):
     """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
     at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
-    from openmix.ops import blend, boxes, paste
+    from openmix.ops import blend, boxes, memory, paste
     from openmix.policies import cutmix
     if request.param == "row by row":
         monkeypatch.setattr(boxes, "FILL_MIN_PIXELS", 0)
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
         monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
         monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
-        monkeypatch.setattr(blend, "ROW_BY_ROW_MIN", 0)
-        monkeypatch.setattr(paste, "ROW_BY_ROW_MIN", 0)
+        monkeypatch.setattr(memory, "ROW_BY_ROW_MIN", 0)
+        monkeypatch.setattr(memory, "TASK_ELEMENTS", 0)
     return request.param
 
 
@@ -284,7 +284,8 @@ def test_row_by_row_blend_equals_the_whole_batch_form(weight_shape, layout, with
     weight = torch.rand(weight_shape, generator=torch.Generator().manual_seed(1))
     weight.view(-1)[:2] = torch.tensor([0.0, 1.0])
     expected = blend._blend_plain(x, index, weight)
-    monkeypatch.setattr(blend, "ROW_BY_ROW_MIN", 0)
+    monkeypatch.setattr("openmix.ops.memory.ROW_BY_ROW_MIN", 0)
+    monkeypatch.setattr("openmix.ops.memory.TASK_ELEMENTS", 0)
     calls, real = [], blend._blend_rows
     monkeypatch.setattr(blend, "_blend_rows", lambda *a: calls.append(1) or real(*a))
     out = torch.full_like(x, float("nan")) if with_out else None

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .memory import new_like
+from .memory import new_like, row_by_row
 
 # uint8 images are blended through float32 buffers of about this size, reused block after block,
 # so the uint8 path never holds a float copy of the batch (2 MB: the fastest of 0.5, 1, 2 MB on
@@ -15,8 +15,6 @@ CHUNK_BYTES = 2 * 1024 * 1024
 # in place on the CPU, rows of at least this many elements are blended row by row along the
 # cycles of the permutation, holding one saved row per cycle instead of a copy of every partner
 CYCLE_MIN_ROW = 3 * 96 * 96
-# float CPU rows of at least this many elements are blended one row at a time into the output
-ROW_BY_ROW_MIN = 3 * 64 * 64
 
 
 def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor,
@@ -65,10 +63,9 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
 
 
 def _by_rows(x: torch.Tensor, out: Optional[torch.Tensor]) -> bool:
-    """Whether ``_blend_rows`` applies: float CPU rows of at least ROW_BY_ROW_MIN elements and an
-    output in x's layout."""
-    return x.is_floating_point() and x.device.type == "cpu" and x[0].numel() >= ROW_BY_ROW_MIN \
-        and (out is None or out.stride() == x.stride())
+    """Whether ``_blend_rows`` applies: float rows that ``row_by_row`` picks and an output in
+    x's layout."""
+    return x.is_floating_point() and row_by_row(x) and (out is None or out.stride() == x.stride())
 
 
 def _blend_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,11 @@ import torch
 # paged in; an advice costs about a microsecond)
 MIN_ADVISED_BYTES = 8 * 1024 * 1024
 HUGE_PAGE = 2 * 1024 * 1024
+# CPU rows of at least this many elements are mixed one row at a time into their output: each
+# element is written once, while its row is in cache (see row_by_row)
+ROW_BY_ROW_MIN = 3 * 64 * 64
+# torch splits an elementwise CPU op into tasks of at least this many elements (its GRAIN_SIZE)
+TASK_ELEMENTS = 32768
 MADV_HUGEPAGE = 14            # linux/mman.h
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -75,6 +80,16 @@ def new_like(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tens
 def new_empty(shape, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)`` with huge pages advised when large."""
     return advise_huge_pages(torch.empty(shape, dtype=dtype, device=device))
+
+
+def row_by_row(x: torch.Tensor) -> bool:
+    """Whether to mix x (B, C, *spatial) one row at a time: CPU rows of at least ROW_BY_ROW_MIN
+    elements, each large enough to give every intra-op thread a task (a loop over rows runs one
+    row's op at a time; on many threads the whole-batch form spreads the work wider)."""
+    if x.device.type != "cpu" or x.shape[0] == 0:
+        return False
+    row, threads = x[0].numel(), torch.get_num_threads()
+    return row >= ROW_BY_ROW_MIN and (threads == 1 or row >= TASK_ELEMENTS * threads)
 
 
 def fresh_copy(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .boxes import box_mask
-from .memory import DeferredMask, fresh_copy, new_like
+from .memory import DeferredMask, fresh_copy, new_like, row_by_row
 
 
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -57,7 +57,7 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         if scattered is not None:
             _scatter_into(result, *scattered)
         return result, mask
-    if not inplace and x[0].numel() >= ROW_BY_ROW_MIN:
+    if not inplace and row_by_row(x):
         return _paste_rows(x, index, size.tolist(), offset.tolist(), shared, interpolation,
                            new_like(x) if out is None else out), mask
     pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
@@ -72,8 +72,6 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
 # on one CPU thread, ResizeMix elem: 256x3x32x32 2.7 ms gathered vs 6.2 ms row by row; 128x3x64x64
 # 9.0 vs 5.8 ms
 PADDED_MAX_ROW = 3 * 48 * 48
-# into a new tensor, rows of at least this many elements are copied and pasted one at a time
-ROW_BY_ROW_MIN = 3 * 64 * 64
 
 
 def _paste_rows(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, shared: bool,

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..ops import box_bounds, box_mask, blend_with_partner
-from ..ops.memory import DeferredMask, fresh_copy, new_like
+from ..ops.memory import DeferredMask, fresh_copy, new_like, row_by_row
 from .base import MixPolicy, register_policy
 
 # on the CPU, rows of at least this many elements get their boxes by slice copies, one row at a
@@ -51,17 +51,18 @@ class CutMix(MixPolicy):
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def copy_boxes(self, x, index, lo, hi, out=None):
-        """x with each row's box taken from its partner, by slice copies. Rows of at least
-        BOX_COPY_MIN_ROW elements go one at a time: into a new tensor (or ``out``) the row, then
-        its box, while the row is in cache; in place, along the cycles of the pairing. Smaller
-        rows: the whole batch, then one region (``batch`` mode) or each row's box. lo, hi: (B, d) long."""
+        """x with each row's box taken from its partner, by slice copies. In place, rows of at
+        least BOX_COPY_MIN_ROW elements go along the cycles of the pairing; into a new tensor (or
+        ``out``), rows that ``row_by_row`` picks go one at a time, the row then its box, while
+        the row is in cache. Otherwise the whole batch, then one region (``batch`` mode) or each
+        row's box. lo, hi: (B, d) long."""
         boxes = [(slice(None),) + tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
         partners = index.tolist()
         if self.mode == "batch":
             boxes = boxes[:1] * len(partners)
-        if x[0].numel() >= BOX_COPY_MIN_ROW:
-            if self.inplace:
-                return paste_boxes_by_cycles(x, partners, boxes)
+        if x[0].numel() >= BOX_COPY_MIN_ROW and self.inplace:
+            return paste_boxes_by_cycles(x, partners, boxes)
+        if not self.inplace and row_by_row(x):
             result = new_like(x) if out is None else out
             for i, (j, box) in enumerate(zip(partners, boxes)):
                 row = result[i]
