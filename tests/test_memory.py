@@ -51,10 +51,10 @@ def test_row_by_row_only_where_each_row_keeps_every_thread_busy():
     row_224 = torch.empty(2, 3, 224, 224)                    # 150528 elements: 4 tasks of 32768
     try:
         torch.set_num_threads(1)
-        assert memory.row_by_row(row_224) and memory.row_by_row(torch.empty(2, 3, 64, 64))
-        assert not memory.row_by_row(torch.empty(2, 3, 32, 32))            # small rows: whole batch
+        assert memory.row_by_row(row_224) and memory.row_by_row(torch.empty(2, 3, 128, 128))
+        assert not memory.row_by_row(torch.empty(2, 3, 64, 64))            # small rows: whole batch
         torch.set_num_threads(4)
-        assert memory.row_by_row(row_224) and not memory.row_by_row(torch.empty(2, 3, 64, 64))
+        assert memory.row_by_row(row_224) and not memory.row_by_row(torch.empty(2, 3, 128, 128))
         torch.set_num_threads(8)
         assert not memory.row_by_row(row_224)                 # more threads than one row's tasks
     finally:

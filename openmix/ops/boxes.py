@@ -9,7 +9,7 @@ import torch
 from .memory import new_empty
 
 # on the CPU, masks of images with at least this many pixels are filled row by row
-FILL_MIN_PIXELS = 64 * 64
+FILL_MIN_PIXELS = 128 * 128
 
 
 def box_bounds(lam: torch.Tensor, centre: torch.Tensor, spatial: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:

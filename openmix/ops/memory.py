@@ -28,7 +28,7 @@ MIN_ADVISED_BYTES = 8 * 1024 * 1024
 HUGE_PAGE = 2 * 1024 * 1024
 # CPU rows of at least this many elements are mixed one row at a time into their output: each
 # element is written once, while its row is in cache (see row_by_row)
-ROW_BY_ROW_MIN = 3 * 64 * 64
+ROW_BY_ROW_MIN = 3 * 128 * 128
 # torch splits an elementwise CPU op into tasks of at least this many elements (its GRAIN_SIZE)
 TASK_ELEMENTS = 32768
 MADV_HUGEPAGE = 14            # linux/mman.h

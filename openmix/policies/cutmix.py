@@ -53,8 +53,8 @@ class CutMix(MixPolicy):
     def copy_boxes(self, x, index, lo, hi, out=None):
         """x with each row's box taken from its partner, by slice copies. In place, rows of at
         least BOX_COPY_MIN_ROW elements go along the cycles of the pairing; into a new tensor (or
-        ``out``), rows that ``row_by_row`` picks go one at a time, the row then its box, while
-        the row is in cache. Otherwise the whole batch, then one region (``batch`` mode) or each
+        ``out``), such rows, where ``row_by_row`` also picks them, go one at a time, the row then
+        its box, while the row is in cache. Otherwise the whole batch, then one region (``batch`` mode) or each
         row's box. lo, hi: (B, d) long."""
         boxes = [(slice(None),) + tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
         partners = index.tolist()
@@ -62,7 +62,7 @@ class CutMix(MixPolicy):
             boxes = boxes[:1] * len(partners)
         if x[0].numel() >= BOX_COPY_MIN_ROW and self.inplace:
             return paste_boxes_by_cycles(x, partners, boxes)
-        if not self.inplace and row_by_row(x):
+        if not self.inplace and x[0].numel() >= BOX_COPY_MIN_ROW and row_by_row(x):
             result = new_like(x) if out is None else out
             for i, (j, box) in enumerate(zip(partners, boxes)):
                 row = result[i]
