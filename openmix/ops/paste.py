@@ -57,8 +57,8 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
         if scattered is not None:
             _scatter_into(result, *scattered)
         return result, mask
-    if not inplace and row_by_row(x):
-        return _paste_rows(x, index, size.tolist(), offset.tolist(), shared, interpolation,
+    if not inplace and not shared and row_by_row(x):
+        return _paste_rows(x, index, size.tolist(), offset.tolist(), interpolation,
                            new_like(x) if out is None else out), mask
     pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
     result = x if inplace else (fresh_copy(x) if out is None else out.copy_(x))
@@ -74,16 +74,14 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
 PADDED_MAX_ROW = 3 * 48 * 48
 
 
-def _paste_rows(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, shared: bool,
-                interpolation: str, out: torch.Tensor) -> torch.Tensor:
+def _paste_rows(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, interpolation: str,
+                out: torch.Tensor) -> torch.Tensor:
     """Into ``out`` (not x), one row at a time: the row, then its partner's patch over it, while
-    the row is in cache. In ``shared`` (batch) mode every row is resized once, up front."""
-    small = _resized(x, boxes[0], interpolation) if shared and min(boxes[0]) > 0 else None
-    for i, j in enumerate(index.tolist()):
-        box, at = boxes[0 if shared else i], offsets[0 if shared else i]
+    the row is in cache."""
+    for i, (j, box, at) in enumerate(zip(index.tolist(), boxes, offsets)):
         out[i].copy_(x[i])
         if min(box) > 0:
-            patch = small[j] if shared else _resized(x[j:j + 1], box, interpolation)[0]
+            patch = _resized(x[j:j + 1], box, interpolation)[0]
             out[(i, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))] = patch
     return out
 
