@@ -6,8 +6,6 @@ from typing import Optional, Sequence
 
 import torch
 
-from .memory import new_empty
-
 
 def rfft_shape(spatial: Sequence[int]) -> tuple:
     """Shape of the real-FFT grid of an image of size ``spatial``."""
@@ -36,14 +34,11 @@ def low_frequency_image(noise: torch.Tensor, spatial: Sequence[int], decay_power
     """
     scale = _spectrum_scale(tuple(spatial), float(decay_power), noise.dtype, noise.device)
     if noise.stride(-1) == 1 and noise.is_contiguous():
-        wave = torch.view_as_complex(noise)          # no copy of the noise
+        spectrum = torch.view_as_complex(noise) * scale          # no copy of the noise
     else:
-        wave = torch.complex(noise[..., 0], noise[..., 1])
-    # into fresh buffers with huge pages advised (openmix.ops.memory): half the time at 224 px
-    spectrum = torch.mul(wave, scale, out=new_empty(wave.shape, wave.dtype, wave.device))
+        spectrum = torch.complex(noise[..., 0], noise[..., 1]) * scale
     dims = tuple(range(1, 1 + len(spatial)))
-    image = new_empty((noise.shape[0],) + tuple(spatial), noise.dtype, noise.device)
-    return torch.fft.irfftn(spectrum, s=tuple(spatial), dim=dims, out=image)
+    return torch.fft.irfftn(spectrum, s=tuple(spatial), dim=dims)
 
 
 def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -63,11 +58,8 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     bins = min(4096, max(16, n // 16))       # about 16 values per bin on average
     low = values.amin(dim=1, keepdim=True)       # (amin and amax beat aminmax on the CPU)
     span = (values.amax(dim=1, keepdim=True) - low).clamp_(min=torch.finfo(values.dtype).tiny)
-    # monotone in the value, so every value in a higher bin is larger; the batch-sized
-    # temporaries come from new_empty (cheaper first writes at large sizes)
-    scaled = torch.sub(values, low, out=new_empty(values.shape, values.dtype)).mul_((bins - 1e-3) / span)
-    key = new_empty(values.shape, torch.int32).copy_(scaled).clamp_(0, bins - 1)
-    del scaled
+    # monotone in the value, so every value in a higher bin is larger
+    key = (values - low).mul_((bins - 1e-3) / span).to(torch.int32).clamp_(0, bins - 1)
     # row r's bins become r * bins + bin: one bincount for the batch, and one comparison of
     # every key with its row's threshold key
     offset = (torch.arange(batch, dtype=torch.int32) * bins).unsqueeze(1)
@@ -77,8 +69,8 @@ def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor
     first = torch.searchsorted(from_top, k.unsqueeze(1)).clamp_(max=bins - 1)
     threshold_bin = (bins - 1 - first).to(torch.int32)        # the bin holding the k-th largest
     threshold_key = threshold_bin + offset
-    mask = torch.gt(key, threshold_key, out=new_empty(values.shape, values.dtype))     # 1.0 above the bin
-    in_bin = torch.eq(key, threshold_key, out=new_empty(values.shape, torch.bool))
+    mask = torch.gt(key, threshold_key, out=torch.empty(values.shape, dtype=values.dtype))   # 1.0 above
+    in_bin = key == threshold_key
     # counts from the histogram (a sum over the bool masks costs more than building them)
     above = torch.where(first > 0, from_top.gather(1, (first - 1).clamp_(min=0)), 0).squeeze(1)
     need = k - above                                          # how many to take from that bin

@@ -8,7 +8,6 @@ import torch
 from ..checks import check_non_negative, check_probability
 from ..ops import blend_with_partner, low_frequency_image, rank_mask
 from ..ops.fourier import rfft_shape
-from ..ops.memory import new_empty
 from .base import MixPolicy, register_policy
 
 
@@ -35,9 +34,7 @@ class FMix(MixPolicy):
         params = super().sample_params(shape, generator, y)
         draws = 1 if self.mode == "batch" else shape[0]
         g = dict(generator=generator, device=generator.device)
-        # randn's draws (it fills an empty tensor), into memory that is cheap to fill
-        noise = new_empty((draws,) + rfft_shape(shape[2:]) + (2,), torch.float32, generator.device)
-        params["noise"] = noise.normal_(generator=generator)
+        params["noise"] = torch.randn((draws,) + rfft_shape(shape[2:]) + (2,), **g)
         params["round_up"] = self.by_row(torch.rand(shape[0], **g) < 0.5, params["rows"])
         return params
 
