@@ -270,7 +270,7 @@ def test_in_place_cycle_walk_equals_the_whole_batch_form(index, shared, monkeypa
     assert torch.equal(blend.blend_with_partner(x.clone(), index, weight, inplace=True), expected)
 
 
-@pytest.mark.parametrize("weight_shape", [(7, 1, 1, 1), (7, 1, 5, 4), (1, 1, 5, 4)])
+@pytest.mark.parametrize("weight_shape", [(7, 1, 1, 1), (7, 1, 5, 4), (1, 1, 5, 4), "expanded"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("with_out", [False, True])
 def test_row_by_row_blend_equals_the_whole_batch_form(weight_shape, layout, with_out, monkeypatch):
@@ -281,8 +281,11 @@ def test_row_by_row_blend_equals_the_whole_batch_form(weight_shape, layout, with
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     index = torch.tensor([3, 0, 1, 2, 6, 4, 5])
-    weight = torch.rand(weight_shape, generator=torch.Generator().manual_seed(1))
+    shape = (1, 1, 5, 4) if weight_shape == "expanded" else weight_shape
+    weight = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     weight.view(-1)[:2] = torch.tensor([0.0, 1.0])
+    if weight_shape == "expanded":            # one mask expanded over the batch (FMix batch mode)
+        weight = weight.expand(7, 1, 5, 4)
     expected = blend._blend_plain(x, index, weight)
     monkeypatch.setattr("openmix.ops.memory.ROW_BY_ROW_MIN", 0)
     monkeypatch.setattr("openmix.ops.memory.TASK_ELEMENTS", 0)

@@ -74,6 +74,8 @@ def _blend_rows(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, out:
     reads it back to blend). The same lerp kernel, so the same values. A per-pixel weight on a
     non-contiguous (channels_last) row is applied one channel plane at a time: a weight
     broadcast along the innermost dim runs length-C inner loops (see _lerp_in_place)."""
+    if weight.shape[0] > 1 and weight.stride(0) == 0:      # one mask expanded over the batch
+        weight = weight[:1]
     per_row = weight.shape[0] != 1
     by_plane = not x.is_contiguous() and any(size > 1 for size in weight.shape[2:])
     if by_plane and not per_row and x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
