@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .memory import new_like, row_by_row
+from .memory import gather_rows, new_like, row_by_row
 
 # uint8 images are blended through float32 buffers of about this size, reused block after block,
 # so the uint8 path never holds a float copy of the batch (2 MB: the fastest of 0.5, 1, 2 MB on
@@ -55,7 +55,7 @@ def blend_with_partner(x: torch.Tensor, index: torch.Tensor, weight: torch.Tenso
         return out
     inverse = sorted(range(x.ndim), key=lambda d: order[d])
     if out is None:      # the partner copy, made in x's layout, becomes the output
-        partner = torch.index_select(xv, 0, index, out=new_like(xv))
+        partner = gather_rows(xv, index)
         return _lerp_in_place(partner, xv, wv.to(x.dtype)).permute(inverse)
     torch.index_select(xv, 0, index, out=out.permute(order))
     _lerp_in_place(out.permute(order), xv, wv.to(x.dtype))
