@@ -95,9 +95,6 @@ class MixedBatch:
         state["_mask"] = self.mask
         return state
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
 
 def _get_mask(batch: MixedBatch) -> Optional[torch.Tensor]:
     mask = batch.__dict__.get("_mask")

@@ -63,7 +63,7 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     pastes = _patches(x, index, size.tolist(), offset.tolist(), shared, interpolation)   # before any write
     result = x if inplace else (fresh_copy(x) if out is None else out.copy_(x))
     for row, at, box, patch in pastes:
-        result[(row, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))] = patch
+        result[_region(row, at, box)] = patch
     return result, mask
 
 
@@ -82,8 +82,13 @@ def _paste_rows(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list
         out[i].copy_(x[i])
         if min(box) > 0:
             patch = _resized(x[j:j + 1], box, interpolation)[0]
-            out[(i, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))] = patch
+            out[_region(i, at, box)] = patch
     return out
+
+
+def _region(row, at: list, box: list) -> tuple:
+    """The index of a box of sides ``box`` at ``at`` in row(s) ``row``, every channel."""
+    return (row, slice(None)) + tuple(slice(s, s + b) for s, b in zip(at, box))
 
 
 def _patches(x: torch.Tensor, index: torch.Tensor, boxes: list, offsets: list, shared: bool,

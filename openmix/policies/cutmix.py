@@ -51,18 +51,19 @@ class CutMix(MixPolicy):
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace, out=out), mask, lam
 
     def copy_boxes(self, x, index, lo, hi, out=None):
-        """x with each row's box taken from its partner, by slice copies. In place, rows of at
-        least BOX_COPY_MIN_ROW elements go along the cycles of the pairing; into a new tensor (or
-        ``out``), such rows, where ``row_by_row`` also picks them, go one at a time, the row then
-        its box, while the row is in cache. Otherwise the whole batch, then one region (``batch`` mode) or each
+        """x with each row's box taken from its partner, by slice copies. Rows of at least
+        BOX_COPY_MIN_ROW elements: in place, along the cycles of the pairing; into a new tensor
+        (or ``out``), where ``row_by_row`` picks them, one at a time, the row then its box, while
+        the row is in cache. Otherwise the whole batch, then one region (``batch`` mode) or each
         row's box. lo, hi: (B, d) long."""
         boxes = [(slice(None),) + tuple(slice(a, b) for a, b in zip(l, h)) for l, h in zip(lo.tolist(), hi.tolist())]
         partners = index.tolist()
         if self.mode == "batch":
             boxes = boxes[:1] * len(partners)
-        if x[0].numel() >= BOX_COPY_MIN_ROW and self.inplace:
+        large = x[0].numel() >= BOX_COPY_MIN_ROW
+        if large and self.inplace:
             return paste_boxes_by_cycles(x, partners, boxes)
-        if not self.inplace and x[0].numel() >= BOX_COPY_MIN_ROW and row_by_row(x):
+        if large and not self.inplace and row_by_row(x):
             result = new_like(x) if out is None else out
             for i, (j, box) in enumerate(zip(partners, boxes)):
                 row = result[i]
