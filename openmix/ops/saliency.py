@@ -53,18 +53,46 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return rows @ img @ cols.T
 
 
+def _circular_mean3(log_amplitude: torch.Tensor, width: int) -> torch.Tensor:
+    """The 3x3 mean, circular in both axes, of the full spectrum's log amplitude, at the columns
+    of the half spectrum: log_amplitude (B, h, width // 2 + 1) from ``rfft2`` -> the same shape.
+    The two columns the half lacks are read from their mirror images (the amplitude of a real
+    image's spectrum is symmetric: A[k, c] == A[-k, -c])."""
+    h, half = log_amplitude.shape[-2:]
+    flipped_rows = (-torch.arange(h, device=log_amplitude.device)) % h
+
+    def full_column(c):
+        c %= width
+        return log_amplitude[..., c] if c < half else log_amplitude[..., flipped_rows, width - c]
+
+    padded = torch.cat((full_column(-1).unsqueeze(-1), log_amplitude, full_column(half).unsqueeze(-1)), dim=-1)
+    padded = torch.cat((padded[..., -1:, :], padded, padded[..., :1, :]), dim=-2)   # rows wrap around
+    rows = padded[..., :-2, :] + padded[..., 1:-1, :] + padded[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) / 9
+
+
 def spectral_residual(grey: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """The unblurred spectral-residual map: grey (B, h, w) real -> (B, h, w) ``|IFFT(exp(R + iP))|^2``
     where ``P`` is the phase of the 2-D FFT, ``L = log(|FFT| + eps * max|FFT|)`` (a floor relative
     to each image's spectrum, so the map does not depend on the intensity scale) and
-    ``R = L - (3x3 mean of L)``, the mean taken with circular borders as the spectrum is periodic."""
-    spectrum = torch.fft.fft2(grey)
-    amplitude = spectrum.abs()
+    ``R = L - (3x3 mean of L)``, the mean taken with circular borders as the spectrum is periodic.
+
+    Computed on the half spectrum (``rfft2``): R is symmetric and P antisymmetric, so
+    ``exp(R + iP)`` is Hermitian and its inverse transform real. ``exp(iP)`` is ``FFT / |FFT|``
+    (1 where the FFT is 0, whose angle is 0), which spares the cos/sin of a polar form; the map
+    equals the direct formula to float rounding, 3-6x faster on the CPU."""
+    h, w = grey.shape[-2:]
+    spectrum = torch.fft.rfft2(grey)
+    parts = torch.view_as_real(spectrum)
+    real, imag = parts[..., 0], parts[..., 1]
+    amplitude = (real * real + imag * imag).sqrt_()   # a reduction over the size-2 axis is 2x slower
     floor = eps * amplitude.flatten(1).amax(dim=1).clamp(min=torch.finfo(amplitude.dtype).tiny)
     log_amplitude = torch.log(amplitude + floor.view(-1, 1, 1))
-    padded = F.pad(log_amplitude.unsqueeze(1), (1, 1, 1, 1), mode="circular")
-    residual = log_amplitude - F.avg_pool2d(padded, 3, stride=1).squeeze(1)
-    return torch.fft.ifft2(torch.polar(torch.exp(residual), torch.angle(spectrum))).abs().square()
+    gain = torch.exp(log_amplitude - _circular_mean3(log_amplitude, w))
+    zero = amplitude == 0
+    phase = torch.where(zero, torch.ones((), dtype=spectrum.dtype, device=spectrum.device), spectrum)
+    residual_spectrum = phase * torch.where(zero, gain, gain / amplitude)
+    return torch.fft.irfft2(residual_spectrum, s=(h, w)).square()
 
 
 def saliency_map(x: torch.Tensor, max_size: int = 64, blur_sigma: float = 0.125) -> torch.Tensor:
