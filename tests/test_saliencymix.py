@@ -78,8 +78,17 @@ def expected_box(peak, lam, size):
     return max(lo, 0), min(max(lo + cut, 0), size)
 
 
+@pytest.fixture(params=["blend", "copy"])
+def box_path(request, monkeypatch):
+    """Runs a test with small rows blended by the box mask, and again with the boxes copied by
+    slices as large rows are on the CPU (the same values)."""
+    if request.param == "copy":
+        monkeypatch.setattr("openmix.ops.boxes.BOX_COPY_MIN_ROW", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("mode", ["elem", "pair"])
-def test_box_is_centred_on_each_partners_peak_and_lambda_is_one_minus_area(mode):
+def test_box_is_centred_on_each_partners_peak_and_lambda_is_one_minus_area(mode, box_path):
     blobs = [(18, 7, 3), (2, 25, 3), (24, 20, 3), (5, 5, 3), (12, 12, 3), (26, 2, 3)]
     x = blob_images(blobs).float()
     policy = openmix.build_policy("saliencymix", mode=mode)
@@ -101,7 +110,7 @@ def test_box_is_centred_on_each_partners_peak_and_lambda_is_one_minus_area(mode)
         assert float(lam[i]) == pytest.approx(1 - (y1 - y0) * (x1 - x0) / 1024, abs=1e-12)
 
 
-def test_batch_mode_uses_one_box_from_row_zeros_partner():
+def test_batch_mode_uses_one_box_from_row_zeros_partner(box_path):
     """The authors' code: saliency of images[rand_index[0]], one box pasted into every row."""
     blobs = [(18, 7, 3), (2, 25, 3), (24, 20, 3), (5, 5, 3)]
     x = blob_images(blobs).float()

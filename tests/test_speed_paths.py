@@ -62,11 +62,10 @@ def cpu_path(request, monkeypatch):
     """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
     at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
     from openmix.ops import blend, boxes, memory, paste
-    from openmix.policies import cutmix
     if request.param == "row by row":
         monkeypatch.setattr(boxes, "FILL_MIN_PIXELS", 0)
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
-        monkeypatch.setattr(cutmix, "BOX_COPY_MIN_ROW", 0)
+        monkeypatch.setattr(boxes, "BOX_COPY_MIN_ROW", 0)
         monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
         monkeypatch.setattr(memory, "ROW_BY_ROW_MIN", 0)
         monkeypatch.setattr(memory, "TASK_ELEMENTS", 0)
@@ -313,7 +312,7 @@ def test_box_mask_filled_by_slices_equals_the_outer_product(spatial, monkeypatch
 
 @pytest.mark.parametrize("partners", [[3, 0, 1, 2, 4, 6, 5], [0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0], [1, 2, 3, 4, 5, 6, 0]])
 def test_in_place_box_cycle_walk_equals_reading_every_box_first(partners):
-    from openmix.policies.cutmix import paste_boxes_by_cycles
+    from openmix.ops.boxes import paste_boxes_by_cycles
     x = torch.rand(7, 2, 9, 8, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(1)
     boxes = []
@@ -327,7 +326,7 @@ def test_in_place_box_cycle_walk_equals_reading_every_box_first(partners):
     assert torch.equal(paste_boxes_by_cycles(x.clone(), partners, boxes), expected)
 
 
-@pytest.mark.parametrize("name", ["cutmix", "resizemix"])
+@pytest.mark.parametrize("name", ["cutmix", "resizemix", "saliencymix"])
 def test_box_masks_are_made_only_when_read(name, monkeypatch):
     """CutMix and ResizeMix paste boxes on the CPU without their mask: it is made on the first
     read of MixedBatch.mask, once, equal to the mask of the path that needs it; a collate that
@@ -338,10 +337,9 @@ def test_box_masks_are_made_only_when_read(name, monkeypatch):
     made = []
     real = boxes.box_mask
     monkeypatch.setattr(boxes, "box_mask", lambda *a, **k: made.append(1) or real(*a, **k))
-    monkeypatch.setattr(f"openmix.policies.{name}.box_mask" if name == "cutmix" else "openmix.ops.paste.box_mask",
-                        boxes.box_mask)
-    if name == "cutmix":      # small rows blend with the mask; copy boxes as large rows do
-        monkeypatch.setattr("openmix.policies.cutmix.BOX_COPY_MIN_ROW", 0)
+    monkeypatch.setattr("openmix.ops.paste.box_mask", boxes.box_mask)
+    if name != "resizemix":      # small rows blend with the mask; copy boxes as large rows do
+        monkeypatch.setattr(boxes, "BOX_COPY_MIN_ROW", 0)
     x, y = images((6, 3, 12, 10), seed=3)
     policy = openmix.build_policy(name, mode="elem", seed=0)
     mb = policy(x, y, generator=torch.Generator().manual_seed(1))

@@ -1,14 +1,12 @@
 """SaliencyMix (Uddin et al., ICLR 2021): a CutMix box centred on the partner's saliency peak."""
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
 
 from ..checks import check_non_negative
-from ..ops import blend_with_partner, box_bounds, box_inside
-from ..ops.memory import fresh_copy
+from ..ops.boxes import box_bounds, mix_boxes
 from ..ops.saliency import saliency_peak
 from .base import MixPolicy, register_policy
 
@@ -34,6 +32,7 @@ class SaliencyMix(MixPolicy):
     """
 
     uses_mask = True
+    defers_mask = True
     spatial_dims = (2, 2)
 
     def __init__(self, alpha=1.0, saliency_size: int = 64, blur_sigma: float = 0.125, **kwargs):
@@ -43,25 +42,18 @@ class SaliencyMix(MixPolicy):
         self.saliency_size = int(saliency_size)
         self.blur_sigma = check_non_negative(blur_sigma, "blur_sigma")
 
-    def apply(self, x, params, **context):
+    def apply(self, x, params, defer_mask=False, **context):
         index = params["index"]
-        if self.mode == "batch":   # one saliency map: row 0's partner's (the authors' rand_index[0])
-            peak = saliency_peak(x[index[:1]], self.saliency_size, self.blur_sigma).expand(x.shape[0], 2)
+        if self.mode == "batch":   # one saliency map and box: row 0's partner's (the authors' rand_index[0])
+            peak = saliency_peak(x[index[:1]], self.saliency_size, self.blur_sigma)
+            lam = params["lam"][:1]
         else:
             peak = saliency_peak(x, self.saliency_size, self.blur_sigma)[index]
-        spatial = tuple(x.shape[2:])
-        sizes = torch.tensor(spatial, dtype=torch.float64, device=x.device)
+            lam = params["lam"]
+        sizes = torch.tensor(x.shape[2:], dtype=torch.float64, device=x.device)
         centre = (peak.to(torch.float64) + 0.5) / sizes          # box_bounds floors this back to peak
-        lo, hi = box_bounds(params["lam"], centre, spatial)
-        inside = box_inside(lo, hi, spatial)
-        lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / float(math.prod(spatial))
-        mask = (~inside).to(x.dtype)
-        if self.mode == "batch" and x.device.type == "cpu":
-            out = x if self.inplace else fresh_copy(x)
-            region = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in zip(lo[0].tolist(), hi[0].tolist()))
-            out[region] = x[region].index_select(0, index)
-            return out, mask, lam
-        return blend_with_partner(x, index, mask, inplace=self.inplace), mask, lam
+        lo, hi = box_bounds(lam, centre, tuple(x.shape[2:]))
+        return mix_boxes(x, index, lo, hi, inplace=self.inplace, defer_mask=defer_mask)
 
     def extra_repr(self):
         return f"saliency_size={self.saliency_size}, blur_sigma={self.blur_sigma}"
