@@ -69,8 +69,10 @@ class GridMix(MixPolicy):
             prob = torch.full(n.shape, self.cell_prob, dtype=torch.float64, device=x.device)
         per_row = (-1,) + (1,) * len(spatial)
         from_partner = (coins.to(torch.float64) < prob.view(per_row)) & mixed.view(per_row)
-        # pick, for every pixel, the coin of its cell: index the coin grid one axis at a time
-        picked = from_partner
+        # the own-image weight of every cell, spread to its pixels one axis at a time (only the
+        # last step is image-sized); λ sums the cells' pixel counts, exactly the mask's sum
+        own = (~from_partner).to(x.dtype)
+        picked, pixels = own, torch.ones_like(own, dtype=torch.float64)
         for k, size in enumerate(spatial):
             cell = grid_cells(n, size)                                       # (b, size)
             shape = [cell.shape[0]] + [1] * len(spatial)
@@ -78,9 +80,12 @@ class GridMix(MixPolicy):
             expand = list(picked.shape)
             expand[1 + k] = size
             picked = picked.gather(1 + k, cell.view(shape).expand(expand))
-        mask = (~picked).to(x.dtype).unsqueeze(1).expand(batch, 1, *spatial)
-        dims = tuple(range(2, 2 + len(spatial)))
-        lam = mask.sum(dim=dims, dtype=torch.float64).squeeze(1) / float(math.prod(spatial))
+            count = torch.zeros(own.shape[:1] + own.shape[1 + k:2 + k], dtype=torch.float64, device=x.device)
+            count.scatter_add_(1, cell, torch.ones(cell.shape, dtype=torch.float64, device=x.device))
+            shape[1 + k] = own.shape[1 + k]
+            pixels = pixels * count.view(shape)                              # pixels per cell
+        lam = (own.to(torch.float64) * pixels).flatten(1).sum(1).expand(batch) / float(math.prod(spatial))
+        mask = picked.unsqueeze(1).expand(batch, 1, *spatial)
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
 
     def extra_repr(self):
