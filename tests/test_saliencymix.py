@@ -46,6 +46,18 @@ def test_saliency_map_equals_numpy_spectral_residual(channels, size):
         np.testing.assert_allclose(ours[i].numpy(), numpy_spectral_residual(x[i].numpy()), rtol=1e-9, atol=1e-12)
 
 
+def test_float32_map_is_the_float64_reference_to_single_precision():
+    """The half-spectrum form in float32 (what float32 batches use) against the direct float64
+    formula: agreement to single precision, and the same peak."""
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ours = saliency_map(x.float())
+    assert ours.dtype == torch.float32
+    for i in range(6):
+        ref = numpy_spectral_residual(x[i].numpy())
+        np.testing.assert_allclose(ours[i].double().numpy(), ref, rtol=0, atol=1e-5 * ref.max())
+        assert int(ours[i].argmax()) == int(ref.argmax())
+
+
 def test_large_images_are_shrunk_by_area_averaging_before_the_residual():
     assert working_size((128, 96), 64) == (64, 48) and working_size((20, 30), 64) == (20, 30)
     x = torch.rand(2, 1, 128, 96, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -1,9 +1,11 @@
 """Spectral-residual saliency (Hou & Zhang, CVPR 2007) in torch, batched, any device."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,9 +15,12 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 def grey_image(x: torch.Tensor) -> torch.Tensor:
     """x: (B, C, H, W) -> (B, H, W): BT.601 luma for C == 3 (RGB order), the channel mean otherwise."""
-    if x.shape[1] == 3:
-        w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * w).sum(1)
+    if x.shape[1] == 3:   # r*wr + g*wg + b*wb in that order, as (x * w).sum(1), without the (B, 3, H, W) product
+        w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
+        grey = x[:, 0] * w[0]
+        grey += x[:, 1] * w[1]
+        grey += x[:, 2] * w[2]
+        return grey
     return x.mean(1)
 
 
@@ -27,9 +32,11 @@ def working_size(spatial: Tuple[int, int], max_size: int) -> Tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
+@functools.lru_cache(maxsize=64)
 def gaussian_band(n: int, sigma: float, dtype: torch.dtype, device) -> torch.Tensor:
     """(n, n) banded matrix of a Gaussian of std ``sigma`` on an odd kernel of radius ceil(3 sigma),
-    normalised over the whole kernel: ``band @ v`` blurs v with zero padding."""
+    normalised over the whole kernel: ``band @ v`` blurs v with zero padding. Cached (one per
+    size, sigma, dtype and device; treat it as read-only)."""
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     kernel = torch.exp(-taps * taps / (2 * sigma * sigma))
@@ -48,8 +55,8 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma <= 0:
         return img
     h, w = img.shape[1:]
-    rows = gaussian_band(h, sigma, img.dtype, img.device)
-    cols = gaussian_band(w, sigma, img.dtype, img.device)
+    rows = gaussian_band(h, float(sigma), img.dtype, img.device)
+    cols = gaussian_band(w, float(sigma), img.dtype, img.device)
     return rows @ img @ cols.T
 
 
@@ -113,12 +120,21 @@ def saliency_map(x: torch.Tensor, max_size: int = 64, blur_sigma: float = 0.125)
     return gaussian_blur(spectral_residual(grey), blur_sigma * max(size))
 
 
+def first_argmax(rows: torch.Tensor) -> torch.Tensor:
+    """(B,) long: ``rows.argmax(dim=1)`` for rows (B, N) float, the first maximum on ties (a NaN
+    counts as the maximum, as in torch). On the CPU numpy's vectorised argmax, 10x faster than
+    torch's at 256x1024."""
+    if rows.device.type == "cpu" and rows.dtype in (torch.float32, torch.float64) and not rows.requires_grad:
+        return torch.from_numpy(np.argmax(rows.contiguous().numpy(), axis=1).astype(np.int64))
+    return rows.argmax(dim=1)
+
+
 def saliency_peak(x: torch.Tensor, max_size: int = 64, blur_sigma: float = 0.125) -> torch.Tensor:
     """(B, 2) long: the (row, column) pixel of x's grid under each image's saliency maximum
     (the first maximum in row-major order on ties). x: (B, C, H, W)."""
     smap = saliency_map(x, max_size, blur_sigma)
     h, w = smap.shape[1:]
-    flat = smap.reshape(smap.shape[0], -1).argmax(dim=1)
+    flat = first_argmax(smap.reshape(smap.shape[0], -1))
     peak = torch.stack((flat // w, flat % w), dim=1)
     # centre of the working pixel, mapped back onto the input grid
     scale = torch.tensor([x.shape[2] / h, x.shape[3] / w], dtype=torch.float64, device=x.device)
