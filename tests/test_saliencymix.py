@@ -157,3 +157,22 @@ def test_unmixed_rows_are_untouched_and_zero_blur_works():
     untouched = mb.lam == 1
     assert 0 < int(untouched.sum()) < 8
     assert torch.equal(mb.x[untouched], x[untouched])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_peak_pieces_equal_the_plain_torch_forms(dtype):
+    """The numpy argmax equals torch's (first maximum on ties, NaN as the maximum, strided rows);
+    the grey image equals (x * w).sum(1) bit for bit in both layouts."""
+    from openmix.ops.saliency import LUMA_WEIGHTS, first_argmax, grey_image
+    g = torch.Generator().manual_seed(0)
+    rows = torch.rand(50, 300, generator=g, dtype=dtype)
+    rows[:, ::7] = rows.amax(dim=1, keepdim=True)          # ties
+    rows[3, 11] = float("nan")
+    rows[7] = 1.0
+    assert torch.equal(first_argmax(rows), rows.argmax(dim=1))
+    assert torch.equal(first_argmax(rows[:, ::2]), rows[:, ::2].argmax(dim=1))
+    x = torch.randn(6, 3, 9, 7, generator=g, dtype=dtype) * 100
+    w = torch.tensor(LUMA_WEIGHTS, dtype=dtype).view(1, 3, 1, 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        assert torch.equal(grey_image(xl), (xl * w).sum(1))
