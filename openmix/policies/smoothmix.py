@@ -57,9 +57,10 @@ class SmoothMix(MixPolicy):
         sizes = torch.tensor(spatial, dtype=torch.float64, device=x.device)
         centre = torch.floor(params["centre"][rows].to(torch.float64) * sizes)     # a pixel
         length = params["scale"][rows].to(torch.float64).unsqueeze(1) * sizes
-        partner = separable_mask(axis_profiles(self.shape, centre, length, spatial), torch.float32)
-        partner = partner * params["mixed"][rows].view(-1, *([1] * len(spatial)))   # unmixed rows: G = 0
-        mask = (1.0 - partner).to(x.dtype).unsqueeze(1).expand(batch, 1, *spatial)
+        profiles = axis_profiles(self.shape, centre, length, spatial)
+        profiles[0] = profiles[0] * params["mixed"][rows].unsqueeze(1)      # unmixed rows: G = 0
+        partner = separable_mask(profiles, torch.float32)
+        mask = partner.neg_().add_(1.0).to(x.dtype).unsqueeze(1).expand(batch, 1, *spatial)
         dims = tuple(range(2, 2 + len(spatial)))
         lam = mask.sum(dim=dims, dtype=torch.float64).squeeze(1) / float(sizes.prod())
         return blend_with_partner(x, params["index"], mask, inplace=self.inplace), mask, lam
