@@ -60,11 +60,13 @@ def call_and_params(policy, x, y, seed=9):
 @pytest.fixture(params=["batched", "row by row"])
 def cpu_path(request, monkeypatch):
     """Runs a test on the small-row CPU paths (one batched call) and again with the thresholds
-    at 0, so that the same small inputs take the large-row paths (slice copies row by row)."""
+    at 0, so that the same small inputs take the large-row paths (slice copies row by row,
+    nearest patches from F.interpolate)."""
     from openmix.ops import blend, boxes, memory, paste
     if request.param == "row by row":
         monkeypatch.setattr(boxes, "FILL_MIN_PIXELS", 0)
         monkeypatch.setattr(paste, "PADDED_MAX_ROW", 0)
+        monkeypatch.setattr(paste, "INTERPOLATE_MIN_PIXELS", 0)
         monkeypatch.setattr(boxes, "BOX_COPY_MIN_ROW", 0)
         monkeypatch.setattr(blend, "CYCLE_MIN_ROW", 0)
         monkeypatch.setattr(memory, "ROW_BY_ROW_MIN", 0)
@@ -163,6 +165,17 @@ def test_mix_uint8_is_the_float_mix_rounded(name, mode, cpu_path):
     assert on_cl.x.is_contiguous(memory_format=torch.channels_last) and torch.equal(on_cl.x, mb.x)
     out = torch.empty_like(x8)
     assert policy.mix_uint8(x8, y, generator=g(), out=out).x is out and torch.equal(out, mb.x)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mix_uint8_resizemix_nearest_is_the_float_mix(mode, cpu_path):
+    """Nearest copies pixels: the uint8 result is the float one exactly, whether the patches come
+    from the gather or from F.interpolate (the row-by-row variant forces the latter)."""
+    x8 = torch.randint(0, 256, (9, 3, 21, 17), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    policy = openmix.build_policy("resizemix", mode=mode)
+    g = lambda: torch.Generator().manual_seed(8)        # noqa: E731
+    expected = policy(x8.float(), torch.arange(9), generator=g()).x.to(torch.uint8)
+    assert torch.equal(policy.mix_uint8(x8, torch.arange(9), generator=g()).x, expected)
 
 
 @pytest.mark.parametrize("chunk", [4 * 200 * 160, 4 * 3 * 200 * 160 * 2])
