@@ -164,7 +164,7 @@ def test_pairings_match_the_peers():
     assert torch.equal(match[match], torch.arange(7)) and int((match == torch.arange(7)).sum()) == 1
 
 
-@pytest.mark.parametrize("path", ["histogram", "select"])
+@pytest.mark.parametrize("path", ["histogram", "sorted", "select"])
 def test_top_k_mask_is_exact_with_ties_and_matches_a_sort(path):
     from openmix.ops import fourier
     from openmix.ops.fourier import rank_mask

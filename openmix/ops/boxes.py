@@ -88,7 +88,7 @@ def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.
     batch, spatial = x.shape[0], tuple(x.shape[2:])
     shared = lo.shape[0] == 1
     lam = 1.0 - (hi - lo).prod(dim=1).to(torch.float64) / math.prod(spatial)
-    lam = lam.repeat(batch) if shared else lam
+    lam = lam.expand(batch).clone() if shared else lam
     mask_dtype = x.dtype if x.is_floating_point() else torch.float32
 
     def make_mask():

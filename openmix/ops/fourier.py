@@ -45,12 +45,28 @@ def top_k_mask(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Per row, 1 on exactly the ``k`` largest values, 0 elsewhere (ties go to the earlier position).
 
     values: (B, N) float, finite; k: (B,) long in [0, N]. Returns (B, N) in values' dtype.
-    No full sort: on the CPU a per-row histogram finds the bin holding each row's threshold and
-    only that bin is sorted; elsewhere a linear-time selection (no host reads).
+    No full sort of large inputs: on the CPU a per-row histogram finds the bin holding each
+    row's threshold and only that bin is sorted (small inputs: one stable sort); elsewhere a
+    linear-time selection (no host reads).
     """
     if values.device.type == "cpu":
+        if values.numel() <= SORT_MAX_ELEMENTS:
+            return _top_k_mask_sorted(values, k)
         return _top_k_mask_histogram(values, k)
     return _top_k_mask_select(values, k)
+
+
+# on the CPU, up to this many values in all are ranked by one stable sort: for one 32x32 or
+# 64x64 mask (FMix batch mode) 3-7x faster than the histogram's two dozen small operations,
+# which win from 16 rows of 1024
+SORT_MAX_ELEMENTS = 4096
+
+
+def _top_k_mask_sorted(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """A stable descending sort: equal values keep their order, so ties go to the earlier position."""
+    order = torch.argsort(values, dim=1, descending=True, stable=True)
+    rank = torch.arange(values.shape[1], device=values.device).unsqueeze(0)
+    return torch.empty_like(values).scatter_(1, order, (rank < k.unsqueeze(1)).to(values.dtype))
 
 
 def _top_k_mask_histogram(values: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
