@@ -50,7 +50,7 @@ def box_mask(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int], dtype: 
     """(B, 1, *spatial) in ``dtype``: 0 inside each row's box, 1 outside (the own-image weight).
 
     lo, hi: (B, d) long, the box is ``lo <= i < hi`` per dim. Built as 1 minus the outer product
-    of per-dim indicators, so the full-size tensor is written once; on the CPU, images of at
+    of per-dim indicators (one image-sized tensor, negated and shifted in place); on the CPU, images of at
     least FILL_MIN_PIXELS are filled with ones and each box zeroed by a slice (2.3x faster at
     64x224x224, where the outer product's broadcast costs more than the extra box writes).
     """
@@ -70,7 +70,7 @@ def box_mask(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int], dtype: 
         shape[2 + k] = size
         along = along.view(shape)
         inside = along if inside is None else inside * along
-    # 1 - inside in place: an expression with a 0-d or Python 1 broadcasts on a slow path (4x)
+    # in place: no second image-sized tensor (addcmul with a 0-d one measured 2x slower)
     return inside.neg_().add_(1)
 
 
