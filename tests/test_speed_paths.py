@@ -341,7 +341,7 @@ def test_in_place_box_cycle_walk_equals_reading_every_box_first(partners):
 
 @pytest.mark.parametrize("name", ["cutmix", "resizemix", "saliencymix"])
 def test_box_masks_are_made_only_when_read(name, monkeypatch):
-    """CutMix and ResizeMix paste boxes on the CPU without their mask: it is made on the first
+    """CutMix, SaliencyMix and ResizeMix paste boxes on the CPU without their mask: it is made on the first
     read of MixedBatch.mask, once, equal to the mask of the path that needs it; a collate that
     drops masks, and a pickled batch that already dropped it, never make it."""
     import pickle

@@ -108,7 +108,7 @@ def fresh_copy(x: torch.Tensor) -> torch.Tensor:
 
 class DeferredMask:
     """A mask to be made on first access of ``MixedBatch.mask``: what a policy returns from
-    ``apply`` when its mixing did not need the mask (CutMix and ResizeMix copy boxes on the
+    ``apply`` when its mixing did not need the mask (CutMix, SaliencyMix and ResizeMix copy boxes on the
     CPU), so that callers who never read it (losses, ``MixCollate(keep_mask=False)``) never pay
     for it. ``make()`` -> (B, 1, *spatial) tensor."""
 
