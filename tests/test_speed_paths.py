@@ -368,3 +368,48 @@ def test_box_masks_are_made_only_when_read(name, monkeypatch):
     assert made == [1, 1] and torch.equal(restored.mask, mask)
     collated = MixCollate(policy, seed=0)([(x[i], int(y[i])) for i in range(6)])
     assert collated.mask is None and made == [1, 1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name, kwargs", [("cutmix", {}), ("resizemix", {}), ("resizemix", {"interpolation": "bilinear"}),
+                                          ("mixup", {}), ("fmix", {})])
+def test_mix_uint8_overwrite_gives_the_same_batch(name, kwargs, mode, cpu_path):
+    """overwrite=True lets box policies paste into x itself: the values are those of the default
+    call; where the policy blends (or lacks ``overwrites``) x is left alone."""
+    x8 = torch.randint(0, 256, (10, 3, 19, 14), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(10) % 3
+    policy = openmix.build_policy(name, mode=mode, **kwargs)
+    g = lambda: torch.Generator().manual_seed(9)        # noqa: E731
+    expected = policy.mix_uint8(x8, y, generator=g())
+    scratch = x8.clone()
+    got = policy.mix_uint8(scratch, y, generator=g(), overwrite=True)
+    assert torch.equal(got.x, expected.x) and torch.equal(got.lam, expected.lam)
+    assert (got.mask is None and expected.mask is None) or torch.equal(got.mask, expected.mask)
+    # ResizeMix always pastes on the CPU, CutMix where it copies boxes (a shared box, large rows)
+    pastes = name == "resizemix" or (name == "cutmix" and (mode == "batch" or cpu_path == "row by row"))
+    if pastes:
+        assert got.x.data_ptr() == scratch.data_ptr()
+    else:
+        assert got.x.data_ptr() != scratch.data_ptr() and torch.equal(scratch, x8)
+
+
+def test_mix_collate_pastes_into_its_own_batch_only():
+    """MixCollate lets the policy overwrite a batch that default_collate has just stacked (same
+    batches as before), never a tensor a custom collate hands over."""
+    from torch.utils.data import default_collate
+    from openmix.data import MixCollate
+    x8 = torch.randint(0, 256, (8, 3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    samples = [(x8[i], i % 3) for i in range(8)]
+    for name in ("cutmix", "resizemix"):
+        policy = openmix.build_policy(name, mode="elem")
+        collated, labels = default_collate(samples)
+        expected = policy.mix_uint8(collated.clone(), torch.as_tensor(labels), generator=MixCollate(policy, seed=2).generator())
+        assert MixCollate(policy, seed=2)._overwrite
+        assert torch.equal(MixCollate(policy, seed=2)(samples).x, expected.x)
+        held = x8.clone()
+        custom = MixCollate(policy, seed=2, collate=lambda s: (held, torch.tensor([i % 3 for i in range(8)])))
+        assert not custom._overwrite
+        assert torch.equal(custom(samples).x, expected.x) and torch.equal(held, x8)
+    choice = openmix.build_policy("choice", policies=[{"name": "mixup"}, {"name": "cutmix"}])
+    assert MixCollate(choice)._overwrite
+    MixCollate(choice)(samples)

@@ -1,6 +1,7 @@
 """MixCollate: a drop-in ``collate_fn`` that mixes in the DataLoader workers."""
 from __future__ import annotations
 
+import inspect
 import io
 import pickle
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -82,6 +83,10 @@ class MixCollate:
         self.seed = int(seed)
         self.keep_mask = keep_mask
         self.collate = collate
+        # a batch that default_collate has just stacked is scratch: box policies may paste into it
+        mix_uint8 = getattr(policy, "mix_uint8", None)
+        self._overwrite = collate is default_collate and mix_uint8 is not None \
+            and "overwrite" in inspect.signature(mix_uint8).parameters
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
         self._generators: dict = {}
         self._policy_epoch: Optional[int] = None
@@ -130,7 +135,7 @@ class MixCollate:
         if x.dtype == torch.uint8:   # mixed in float, rounded back to uint8 (timm's fast-collate rule)
             mix_uint8 = getattr(self.policy, "mix_uint8", None)
             if mix_uint8 is not None:  # openmix policies: block-wise, no float copy of the batch
-                mb = mix_uint8(x, y, generator=self.generator())
+                mb = mix_uint8(x, y, generator=self.generator(), **({"overwrite": True} if self._overwrite else {}))
             else:
                 mb = self.policy(x.float(), y, generator=self.generator())
                 mb.x = mb.x.round_().clamp_(0, 255).to(torch.uint8)

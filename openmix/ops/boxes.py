@@ -75,7 +75,7 @@ def box_mask(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int], dtype: 
 
 
 def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, inplace: bool = False,
-              out: Optional[torch.Tensor] = None, defer_mask: bool = False):
+              out: Optional[torch.Tensor] = None, defer_mask: bool = False, overwrite: bool = False):
     """x with each row's box ``lo <= i < hi`` taken from its partner ``x[index]``: CutMix's paste.
 
     x: (B, C, *spatial); index: (B,) long; lo, hi: (B, d) long, or (1, d) for one box shared by
@@ -83,7 +83,8 @@ def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.
     0 inside the box; lam (B,) float64, the fraction outside. On the CPU, shared boxes and rows
     of at least BOX_COPY_MIN_ROW elements are pasted by slice copies without the mask, which is
     then made on demand (a ``DeferredMask``) when ``defer_mask``; otherwise the mask weights a
-    blend, whose weights of exactly 0 and 1 give the same values as the copies.
+    blend, whose weights of exactly 0 and 1 give the same values as the copies. ``overwrite``:
+    x is scratch, so the slice-copy paths paste into x itself (as ``inplace``), the same values.
     """
     batch, spatial = x.shape[0], tuple(x.shape[2:])
     shared = lo.shape[0] == 1
@@ -95,7 +96,7 @@ def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.
         mask = box_mask(lo, hi, spatial, mask_dtype)
         return mask.expand(batch, -1, *spatial) if shared else mask
     if x.device.type == "cpu" and (shared or x[0].numel() >= BOX_COPY_MIN_ROW):    # no mask needed to mix
-        result = copy_boxes(x, index, lo, hi, inplace, out)
+        result = copy_boxes(x, index, lo, hi, inplace or (overwrite and out is None), out)
         return result, DeferredMask(make_mask) if defer_mask else make_mask(), lam
     mask = make_mask()
     return blend_with_partner(x, index, mask, inplace=inplace, out=out), mask, lam

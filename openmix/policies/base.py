@@ -101,6 +101,7 @@ class MixPolicy:
     defers_mask: bool = False     # apply takes defer_mask=True and may return a DeferredMask
     supports_out: bool = False    # apply takes out= (a buffer for the mixed batch)
     supports_uint8: bool = False  # apply mixes uint8 images block by block (see mix_uint8)
+    overwrites: bool = False      # apply takes overwrite=True: x is scratch, paste into it where exact
     spatial_dims: Tuple[int, int] = (1, 2)   # accepted numbers of spatial dims (min, max)
     modes: Sequence[str] = MODES
 
@@ -220,13 +221,18 @@ class MixPolicy:
         return self._mix(x, y, generator, out, context)
 
     def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
-                  out: Optional[torch.Tensor] = None) -> MixedBatch:
+                  out: Optional[torch.Tensor] = None, overwrite: bool = False) -> MixedBatch:
         """uint8 images x: (B, C, *spatial) -> a MixedBatch whose ``x`` is uint8.
 
         Equal to ``policy(x.float(), y, generator=g)`` with ``x`` rounded to the nearest integer
         (``MixCollate``'s uint8 rule) for the same generator. Policies with ``supports_uint8``
         blend block by block in float32, never holding a float copy of the batch; the others
         take that float path. ``mask`` and ``lam`` are float32.
+
+        ``overwrite=True`` says x is scratch (``MixCollate`` passes it for a batch it has just
+        collated): policies with ``overwrites`` whose CPU path pastes copies (CutMix, ResizeMix)
+        then paste into x itself instead of a copy of it, the same values with one pass over the
+        batch less, and return x; the others ignore it.
         """
         check_input(x, "x", *self.spatial_dims, floating=False)
         if x.dtype != torch.uint8:
@@ -234,7 +240,7 @@ class MixPolicy:
         if self.supports_uint8:
             if self.needs == "input":
                 check_layout(x)
-            return self._mix(x, y, generator, out, {})
+            return self._mix(x, y, generator, out, {}, overwrite=overwrite)
         _check_out_like(x, out)
         mb = self(x.float(), y, generator=generator)
         mixed = mb.x.round_().clamp_(0, 255)
@@ -242,7 +248,7 @@ class MixPolicy:
         return mb
 
     def _mix(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator],
-             out: Optional[torch.Tensor], context: Dict[str, Any]) -> MixedBatch:
+             out: Optional[torch.Tensor], context: Dict[str, Any], overwrite: bool = False) -> MixedBatch:
         check_labels(y, x.shape[0], "y")
         self.check_context(x, context)
         self.check_out(x, out)
@@ -261,6 +267,8 @@ class MixPolicy:
             context = dict(context, out=out)
         if self.defers_mask:
             context = dict(context, defer_mask=True)
+        if overwrite and self.overwrites and out is None:
+            context = dict(context, overwrite=True)
         mixed_x, mask, lam = self.apply(x, params, **context)
         return MixedBatch(x=mixed_x, y=y, index=params["index"], lam=lam.to(lam_dtype(x)), mask=mask)
 

@@ -67,10 +67,11 @@ class RandomChoice:
         generator = self.generator if generator is None else generator
         return self._choose(generator)(x, y, generator=generator, **context)
 
-    def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None) -> MixedBatch:
+    def mix_uint8(self, x: torch.Tensor, y: torch.Tensor, generator: Optional[torch.Generator] = None,
+                  overwrite: bool = False) -> MixedBatch:
         """uint8 images: the chosen policy's ``mix_uint8`` (the same draw as ``__call__``)."""
         generator = self.generator if generator is None else generator
-        return self._choose(generator).mix_uint8(x, y, generator=generator)
+        return self._choose(generator).mix_uint8(x, y, generator=generator, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"RandomChoice({self.policies}, probs={self.probs.tolist()})"

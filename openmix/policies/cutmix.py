@@ -19,6 +19,7 @@ class CutMix(MixPolicy):
     defers_mask = True
     supports_out = True
     supports_uint8 = True
+    overwrites = True
     spatial_dims = (1, 3)
 
     def sample_params(self, shape, generator, y=None):
@@ -27,7 +28,8 @@ class CutMix(MixPolicy):
         params["centre"] = self.by_row(centre, params["rows"])
         return params
 
-    def apply(self, x, params, out=None, defer_mask=False, **context):
+    def apply(self, x, params, out=None, defer_mask=False, overwrite=False, **context):
         rows = slice(0, 1) if self.mode == "batch" else slice(None)     # batch mode: row 0's box for all
         lo, hi = box_bounds(params["lam"][rows], params["centre"][rows], tuple(x.shape[2:]))
-        return mix_boxes(x, params["index"], lo, hi, inplace=self.inplace, out=out, defer_mask=defer_mask)
+        return mix_boxes(x, params["index"], lo, hi, inplace=self.inplace, out=out, defer_mask=defer_mask,
+                         overwrite=overwrite)

@@ -35,6 +35,7 @@ class ResizeMix(MixPolicy):
     uses_alpha = False
     supports_out = True
     supports_uint8 = True
+    overwrites = True
     spatial_dims = (1, 2)
 
     def __init__(self, scale=(0.1, 0.8), interpolation: str = "nearest", placement: str = "inside", **kwargs):
@@ -66,11 +67,12 @@ class ResizeMix(MixPolicy):
         stop = torch.minimum(centre + cut // 2, sides)
         return stop - start, start
 
-    def apply(self, x, params, out=None, defer_mask=False, **context):
+    def apply(self, x, params, out=None, defer_mask=False, overwrite=False, **context):
         spatial = tuple(x.shape[2:])
         size, offset = self.boxes(params["tau"], params["place"], spatial)
         shared = self.mode == "batch" and x.device.type == "cpu"
-        result, mask = resize_paste(x, params["index"], size, offset, shared=shared, inplace=self.inplace,
+        inplace = self.inplace or (overwrite and out is None and x.device.type == "cpu")   # CPU paths paste copies
+        result, mask = resize_paste(x, params["index"], size, offset, shared=shared, inplace=inplace,
                                     interpolation=self.interpolation, out=out, defer_mask=defer_mask)
         lam = 1.0 - size.prod(dim=1).to(torch.float64) / math.prod(spatial)
         return result, mask, lam
