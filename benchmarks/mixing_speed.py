@@ -232,8 +232,8 @@ def collate_entries(shape, seed: int = 0):
 
 
 def uint8_collate(policy, samples) -> Callable[[], object]:
-    """What MixCollate's uint8 branch does with the proposed one-line change (collate, then
-    ``policy.mix_uint8`` instead of ``policy(x.float())`` and rounding)."""
+    """default_collate, then ``policy.mix_uint8`` on a batch it may not overwrite: MixCollate's
+    uint8 branch without ``overwrite=True`` (and without its per-worker generators)."""
     from torch.utils.data import default_collate
     generator = torch.Generator().manual_seed(0)
 
@@ -363,9 +363,9 @@ def goals(rows: List[dict]) -> List[dict]:
              lambda r: r.get("variant") == "channels_last", "vs_contiguous"),
         goal(rows, "channels_last outputs that are not channels_last (count)", 0,
              lambda r: r.get("variant") == "channels_last", "lost_channels_last"),
-        goal(rows, "MixCollate uint8 today / timm FastCollateMixup (same samples)", 1.0,
+        goal(rows, "MixCollate uint8 / timm FastCollateMixup (same samples)", 1.0,
              lambda r: r.get("variant") == "collate", "x_timm"),
-        goal(rows, "collate + mix_uint8 (proposed MixCollate) / timm FastCollateMixup", 1.0,
+        goal(rows, "collate + mix_uint8 without overwrite / timm FastCollateMixup", 1.0,
              lambda r: r.get("variant") == "collate uint8", "x_timm"),
     ]
 
