@@ -74,6 +74,14 @@ def box_mask(lo: torch.Tensor, hi: torch.Tensor, spatial: Sequence[int], dtype: 
     return inside.neg_().add_(1)
 
 
+def batch_box_mask(lo: torch.Tensor, hi: torch.Tensor, batch: int, spatial: Sequence[int],
+                   dtype: torch.dtype) -> torch.Tensor:
+    """(batch, 1, *spatial) ``box_mask``; lo, hi of one row (a box shared by the batch) give one
+    mask expanded over the batch."""
+    mask = box_mask(lo, hi, spatial, dtype)
+    return mask.expand(batch, -1, *spatial) if lo.shape[0] == 1 else mask
+
+
 def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, inplace: bool = False,
               out: Optional[torch.Tensor] = None, defer_mask: bool = False, overwrite: bool = False):
     """x with each row's box ``lo <= i < hi`` taken from its partner ``x[index]``: CutMix's paste.
@@ -93,8 +101,7 @@ def mix_boxes(x: torch.Tensor, index: torch.Tensor, lo: torch.Tensor, hi: torch.
     mask_dtype = x.dtype if x.is_floating_point() else torch.float32
 
     def make_mask():
-        mask = box_mask(lo, hi, spatial, mask_dtype)
-        return mask.expand(batch, -1, *spatial) if shared else mask
+        return batch_box_mask(lo, hi, batch, spatial, mask_dtype)
     if x.device.type == "cpu" and (shared or x[0].numel() >= BOX_COPY_MIN_ROW):    # no mask needed to mix
         result = copy_boxes(x, index, lo, hi, inplace or (overwrite and out is None), out)
         return result, DeferredMask(make_mask) if defer_mask else make_mask(), lam

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .boxes import box_mask
+from .boxes import batch_box_mask
 from .memory import DeferredMask, fresh_copy, new_like, row_by_row
 
 
@@ -43,9 +43,8 @@ def resize_paste(x: torch.Tensor, index: torch.Tensor, size: torch.Tensor, offse
     mask_dtype = x.dtype if x.is_floating_point() else torch.float32
 
     def make_mask():
-        if shared:
-            return box_mask(offset[:1], offset[:1] + size[:1], spatial, mask_dtype).expand(x.shape[0], -1, *spatial)
-        return box_mask(offset, offset + size, spatial, mask_dtype)
+        start, sides = (offset[:1], size[:1]) if shared else (offset, size)
+        return batch_box_mask(start, start + sides, x.shape[0], spatial, mask_dtype)
     if not shared and x.device.type != "cpu":
         mask = make_mask()
         return _paste_sampled(x, index, size, offset, mask, inplace, interpolation, out), mask
